@@ -1,0 +1,5 @@
+"""`python -m relaywizard` runs the command line."""
+
+from relaywizard.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Models, errors, settings, folders and the keyring wrapper. Imports no Qt."""

@@ -1,0 +1,1 @@
+"""DNS and SMTP diagnostics. Imports no Qt."""

@@ -1,0 +1,1 @@
+"""The relay engine: inbound policy, durable spool, upstream forwarding. Imports no Qt."""

@@ -1,0 +1,1 @@
+"""Icons and other assets, shipped inside the wheel as package data."""
