@@ -595,19 +595,6 @@ def test_a_folder_where_the_file_should_be(tmp_path: Path) -> None:
         save(Settings(), path)
 
 
-@pytest.mark.skipif(not POSIX or os.geteuid() == 0, reason="needs POSIX permissions and a non-root user")
-def test_an_unreadable_file(tmp_path: Path) -> None:
-    path = tmp_path / "settings.toml"
-    path.write_text(SCANNER)
-    path.chmod(0)
-    try:
-        with pytest.raises(SettingsFileError, match="permission denied") as caught:
-            load(path)
-        assert caught.value.hint
-    finally:
-        path.chmod(0o600)
-
-
 @pytest.mark.parametrize(
     ("error", "fragment"),
     [(PermissionError(13, "Permission denied"), "permission denied"), (OSError(5, "I/O error"), "I/O error")],
