@@ -1,0 +1,112 @@
+"""The standard meanings of SMTP status codes: RFC 3463 enhanced codes and RFC 5321 basic codes.
+
+The fallback when the reply table has no entry: class, subject and detail composed into one meaning.
+"""
+
+from __future__ import annotations
+
+CLASSES = {
+    2: "Success",
+    4: "Temporary failure: the server may accept the message if it is sent again later",
+    5: "Permanent failure: sending the same message again fails the same way until something is changed",
+}
+# subject → (what the status is about, what to check)
+SUBJECTS = {
+    0: ("something unspecified", "Read the rest of the server's text for the reason."),
+    1: ("addressing", "Check the sender and recipient addresses for typos, and that they exist."),
+    2: ("a mailbox", "Check the recipient's mailbox: it may be full, disabled or limited in message size."),
+    3: (
+        "the mail system",
+        "The receiving mail system has a problem or lacks a feature (the message may be too large); try "
+        "later, or ask its administrator.",
+    ),
+    4: (
+        "the network or routing",
+        "Check the network path: DNS, the firewall, outbound port 25 or 587, and the server name.",
+    ),
+    5: ("the mail protocol", "Check the device's SMTP settings (server, port, TLS mode, authentication)."),
+    6: ("the message's content", "Check the message's content: attachments, encoding, size."),
+    7: (
+        "security or policy",
+        "Check the sending method's permissions: the sign-in, Send As, the connector, SPF, DKIM and DMARC.",
+    ),
+}
+# RFC 3463, with the details RFC 3886, 4468, 4954, 5248, 6531, 7372 and 7505 registered.
+DETAILS = {
+    (0, 0): "Other undefined status",
+    (1, 0): "Other address status",
+    (1, 1): "Bad destination mailbox address",
+    (1, 2): "Bad destination system address",
+    (1, 3): "Bad destination mailbox address syntax",
+    (1, 4): "Destination mailbox address ambiguous",
+    (1, 5): "Destination address valid",
+    (1, 6): "Destination mailbox has moved, no forwarding address",
+    (1, 7): "Bad sender's mailbox address syntax",
+    (1, 8): "Bad sender's system address",
+    (1, 9): "Message relayed to non-compliant mailer",
+    (1, 10): "Recipient address has null MX",
+    (2, 0): "Other or undefined mailbox status",
+    (2, 1): "Mailbox disabled, not accepting messages",
+    (2, 2): "Mailbox full",
+    (2, 3): "Message length exceeds administrative limit",
+    (2, 4): "Mailing list expansion problem",
+    (3, 0): "Other or undefined mail system status",
+    (3, 1): "Mail system full",
+    (3, 2): "System not accepting network messages",
+    (3, 3): "System not capable of selected features",
+    (3, 4): "Message too big for system",
+    (3, 5): "System incorrectly configured",
+    (4, 0): "Other or undefined network or routing status",
+    (4, 1): "No answer from host",
+    (4, 2): "Bad connection",
+    (4, 3): "Directory server failure",
+    (4, 4): "Unable to route",
+    (4, 5): "Mail system congestion",
+    (4, 6): "Routing loop detected",
+    (4, 7): "Delivery time expired",
+    (5, 0): "Other or undefined protocol status",
+    (5, 1): "Invalid command",
+    (5, 2): "Syntax error",
+    (5, 3): "Too many recipients",
+    (5, 4): "Invalid command arguments",
+    (5, 5): "Wrong protocol version",
+    (5, 6): "Authentication exchange line is too long",
+    (6, 0): "Other or undefined media error",
+    (6, 1): "Media not supported",
+    (6, 2): "Conversion required and prohibited",
+    (6, 3): "Conversion required but not supported",
+    (6, 4): "Conversion with loss performed",
+    (6, 5): "Conversion failed",
+    (6, 6): "Message content not available",
+    (6, 7): "Non-ASCII addresses not permitted for that sender or recipient",
+    (7, 0): "Other or undefined security status",
+    (7, 1): "Delivery not authorized, message refused",
+    (7, 2): "Mailing list expansion prohibited",
+    (7, 3): "Conversion required but not allowed",
+    (7, 4): "Security features not supported",
+    (7, 5): "Cryptographic failure",
+    (7, 6): "Cryptographic algorithm not supported",
+    (7, 7): "Message integrity failure",
+    (7, 8): "Authentication credentials invalid",
+    (7, 9): "Authentication mechanism is too weak",
+    (7, 10): "Encryption needed",
+    (7, 11): "Encryption required for requested authentication mechanism",
+    (7, 12): "A password transition is needed",
+    (7, 13): "User account disabled",
+    (7, 14): "Trust relationship required",
+    (7, 20): "No passing DKIM signature found",
+    (7, 21): "No acceptable DKIM signature found",
+    (7, 22): "No valid author-matched DKIM signature found",
+    (7, 23): "SPF validation failed",
+    (7, 24): "SPF validation error",
+    (7, 25): "Reverse DNS validation failed",
+    (7, 26): "Multiple authentication checks failed",
+    (7, 27): "Sender address has null MX",
+}
+BASIC_CLASSES = {
+    1: "a positive preliminary reply",
+    2: "the server completed the command",
+    3: "the server waits for more input",
+    4: "a temporary failure; the command may succeed if tried again later",
+    5: "a permanent failure; the command will fail the same way until something is changed",
+}
