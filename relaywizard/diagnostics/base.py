@@ -19,10 +19,10 @@ DnsFailureKind = Literal["timeout", "servfail", "refused", "nxdomain", "error"]
 
 _KIND_TEXT: dict[str, str] = {
     "timeout": "timed out",
-    "servfail": "server failure (SERVFAIL)",
-    "refused": "refused (REFUSED)",
-    "nxdomain": "no such domain (NXDOMAIN)",
-    "error": "DNS error",
+    "servfail": "got a server failure (SERVFAIL)",
+    "refused": "was refused (REFUSED)",
+    "nxdomain": "got no such domain (NXDOMAIN)",
+    "error": "failed with a DNS error",
 }
 
 
