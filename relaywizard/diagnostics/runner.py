@@ -150,9 +150,12 @@ class DiagnosticsRun:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not end the run or show a traceback
+            detail = str(exc)
+            if self.target.secret:
+                detail = detail.replace(self.target.secret, "********")
             result = check.result(
                 Status.FAIL,
-                f"The check itself failed: {type(exc).__name__}: {exc}",
+                f"The check itself failed: {type(exc).__name__}: {detail}",
                 fix="This is a bug in relaywizard; please report it with this message.",
             )
         return dataclasses.replace(result, duration_ms=round((time.monotonic() - started) * 1000))
