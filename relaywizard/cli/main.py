@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from relaywizard import __version__
-from relaywizard.cli import explain, gui_commands, secret
+from relaywizard.cli import check, explain, gui_commands, secret
 from relaywizard.core.errors import RelayWizardError
 
 EXIT_OK = 0
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"relaywizard {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     gui_commands.register(sub)
+    check.register(sub)
     explain.register(sub)
     secret.register(sub)
     return parser

@@ -1,0 +1,182 @@
+"""``relaywizard check DOMAIN``: DNS and a staged SMTP test from this side of the network (contract.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from relaywizard.cli import report as human
+from relaywizard.cli.secret import read_secret
+from relaywizard.core import validate
+from relaywizard.core.errors import UsageError
+from relaywizard.core.secrets import SecretStore
+from relaywizard.diagnostics.model import AUTH_KINDS, METHODS, Group, Method, Target
+
+EXIT_OK, EXIT_FAILED = 0, 1
+T = TypeVar("T")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "check",
+        help="DNS and SMTP diagnostics for a domain and a sending method",
+        description="Check a domain's DNS (MX, SPF, DKIM, DMARC, autodiscover) and test the SMTP endpoint of "
+        "a sending method stage by stage (connect, greeting, EHLO, STARTTLS, certificate, AUTH, MAIL FROM, "
+        "RCPT TO, and with --send DATA), from this machine's side of the network. Exit code: 0 no check "
+        "failed (warnings allowed), 1 at least one check failed, 2 bad usage or configuration.",
+    )
+    parser.add_argument("domain", metavar="DOMAIN", help="the mail domain, e.g. contoso.com")
+    parser.add_argument("--method", choices=METHODS, default="smtp-auth", help="the sending method to test")
+    parser.add_argument(
+        "--dns-server",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="ask this resolver instead of the system's (repeatable)",
+    )
+    parser.add_argument("--smtp-host", metavar="HOST", help="override the endpoint the method implies")
+    parser.add_argument("--smtp-port", metavar="N", help="override the port the method implies")
+    parser.add_argument(
+        "--ca-file", metavar="PEM", help="trust these CA certificates as well as the system's"
+    )
+    parser.add_argument("--user", metavar="ADDRESS", help="the mailbox to authenticate as")
+    secret = parser.add_mutually_exclusive_group()
+    secret.add_argument("--profile", metavar="NAME", help="take the secret from this keyring profile")
+    secret.add_argument("--password-stdin", action="store_true", help="read the secret from standard input")
+    parser.add_argument(
+        "--auth",
+        choices=AUTH_KINDS,
+        default="password",
+        help="how --user authenticates: a password, an app-only token or a signed-in user's token (XOAUTH2)",
+    )
+    parser.add_argument("--tenant", metavar="ID", help="the Entra tenant for OAuth")
+    parser.add_argument("--client-id", metavar="ID", help="the Entra application for OAuth")
+    parser.add_argument(
+        "--authority", metavar="URL", help="the OAuth authority (default: Microsoft's for --tenant)"
+    )
+    parser.add_argument(
+        "--from", dest="mail_from", metavar="ADDRESS", help="envelope sender of the MAIL FROM test"
+    )
+    parser.add_argument(
+        "--to", dest="rcpt_to", metavar="ADDRESS", help="envelope recipient of the RCPT TO test"
+    )
+    parser.add_argument(
+        "--send",
+        action="store_true",
+        help="really send a short test message (DATA); without it the session ends after RCPT TO with RSET",
+    )
+    parser.add_argument("--relay-ip", metavar="IP", help="the office's public IP, checked against SPF")
+    parser.add_argument("--source-ip", metavar="IP", help="connect from this local address (a LAN interface)")
+    parser.add_argument("--helo", metavar="NAME", help="the name to send in EHLO (default: this machine's)")
+    parser.add_argument("--only", choices=("dns", "smtp"), help="run only one group of checks")
+    parser.add_argument("--timeout", default="10", metavar="SECONDS", help="limit for each network step")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
+    parser.set_defaults(handler=run)
+
+
+def _usage(exc: ValueError, option: str) -> UsageError:
+    return UsageError(f"{option}: {exc}")
+
+
+def _opt(value: str | None, check: Callable[[str], T], option: str) -> T | None:
+    """An optional option's value, validated; a bad one becomes a one-sentence usage error."""
+    if value is None:
+        return None
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise _usage(exc, option) from None
+
+
+def build_target(args: argparse.Namespace) -> Target:
+    """Validate every option into a ``Target``; any bad value is one ``UsageError`` sentence."""
+    from relaywizard.diagnostics.dns_resolver import parse_dns_server
+
+    try:
+        domain = validate.domain(args.domain)
+    except ValueError as exc:
+        raise _usage(exc, "DOMAIN") from None
+    servers = []
+    for text in args.dns_server:
+        try:
+            servers.append(parse_dns_server(text))
+        except ValueError as exc:
+            raise _usage(exc, "--dns-server") from None
+    try:
+        timeout = float(args.timeout)
+    except ValueError:
+        timeout = -1.0
+    if not 0 < timeout <= 600:
+        raise UsageError(f"--timeout: '{args.timeout}' is not a number of seconds between 0 and 600.")
+    ca_file = _ca_file(args.ca_file)
+    secret = _secret(args)
+    if args.auth != "password":
+        raise UsageError(
+            f"--auth {args.auth}: OAuth sign-in is not available in this version of relaywizard yet.",
+            hint="Test with --auth password, or use the connector or direct-send method.",
+        )
+    user = _opt(args.user, validate.email, "--user")
+    if secret is not None and user is None:
+        raise UsageError("A secret was given but no --user to authenticate as.")
+    method: Method = args.method
+    return Target(
+        domain=domain,
+        method=method,
+        dns_servers=tuple(servers),
+        smtp_host=_opt(args.smtp_host, validate.host, "--smtp-host"),
+        smtp_port=_opt(args.smtp_port, validate.port, "--smtp-port"),
+        ca_file=ca_file,
+        user=user,
+        auth=args.auth,
+        secret=secret,
+        mail_from=_opt(args.mail_from, validate.email, "--from"),
+        rcpt_to=_opt(args.rcpt_to, validate.email, "--to"),
+        send=args.send,
+        relay_ip=_opt(args.relay_ip, validate.ip_address, "--relay-ip"),
+        source_address=_opt(args.source_ip, validate.ip_address, "--source-ip"),
+        helo_name=args.helo,
+        timeout=timeout,
+    )
+
+
+def _ca_file(text: str | None) -> Path | None:
+    if text is None:
+        return None
+    path = Path(text).expanduser()
+    try:
+        content = path.read_text(errors="replace")
+    except OSError as exc:
+        raise UsageError(f"--ca-file: cannot read '{text}' ({exc.strerror or exc}).") from None
+    if "-----BEGIN CERTIFICATE-----" not in content:
+        raise UsageError(f"--ca-file: '{text}' holds no PEM certificate (-----BEGIN CERTIFICATE-----).")
+    return path
+
+
+def _secret(args: argparse.Namespace) -> str | None:
+    if args.password_stdin:
+        secret = read_secret("Password: ").removesuffix("\r")
+        if not secret:
+            raise UsageError("--password-stdin was given but standard input held no secret.")
+        return secret
+    if args.profile:
+        return SecretStore().get(args.profile)
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    target = build_target(args)
+    only: Group | None = args.only
+    from relaywizard.diagnostics.checks import start_run
+
+    diagnostics = start_run(target, only)
+    report = asyncio.run(diagnostics.run())
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        print(human.render(report, target, colour=human.use_colour(sys.stdout)))
+    return EXIT_FAILED if report.failed else EXIT_OK
