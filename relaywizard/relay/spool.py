@@ -1,0 +1,678 @@
+"""The durable spool: a message answered 250 is on disk, and no crash loses it.
+
+Layout under the root (folders 0700, files 0600)::
+
+    lock                  flock'd by the one relay that owns the spool; holds its pid
+    data/<id>.eml         the content as received: written once, fsync'd, never rewritten
+    incoming/<id>.json    envelopes being accepted (never answered yet: discarded on recovery)
+    queued/  sending/  done/  dead/   <id>.json
+
+A message's state is the folder its envelope is in, and a state change is one ``rename``. Envelopes
+are rewritten as ``<id>.json.tmp`` + fsync + rename over the old one, so no reader sees half of one.
+Accepting fsyncs the content, the envelope and the ``data`` folder *before* the envelope is renamed
+into ``queued``, then fsyncs ``queued``: whenever a queued envelope exists, its content does too.
+Claiming (QUEUED -> SENDING) is not fsync'd, as SENDING is recovered as QUEUED anyway. A delivered
+message loses its content at once and its envelope after ``keep_done`` (7 days).
+
+One process owns a spool (the flock); it keeps the QUEUED envelopes in memory to pick due messages
+without reading the disk. Reading methods (``list``, ``get``, ``counts``, ``export_eml``...) also work
+without ``open()``, so ``relaywizard queue`` can look at the spool of a running relay. All methods
+are meant to be called from the event loop's thread; the slow I/O of the hot path runs in workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import heapq
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from relaywizard.core.errors import ConfigError
+from relaywizard.relay.model import Attempt, Envelope, State
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DONE_KEEP_SECONDS = 7 * 24 * 3600
+"""How long a delivered message's envelope stays visible in the queue view."""
+
+# Which copy wins when a crash left a message in two folders (possible only on a file system whose
+# renames are not atomic): the one that got furthest.
+_PRECEDENCE = (State.DONE, State.DEAD, State.SENDING, State.QUEUED, State.INCOMING)
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,79}")
+_REASONS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EEXIST: "{f} is a file, not a folder",
+    errno.ENOTDIR: "part of the path {f} is a file, not a folder",
+    errno.EISDIR: "{f} is a folder, not a file",
+}
+
+
+class SpoolError(ConfigError):
+    """The spool folder cannot be used, or a message in it cannot be saved or changed."""
+
+    default_title = "Spool problem"
+
+
+class MessageNotFound(SpoolError):
+    """No message with that id is in the spool."""
+
+    default_title = "No such message"
+
+
+def _reason(exc: OSError) -> str:
+    """An OSError in words, without Python's ``[Errno 13]`` noise."""
+    template = _REASONS.get(exc.errno or 0)
+    if template is not None:
+        return template.format(f=exc.filename or "the path")
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
+
+
+def _write_file(path: Path, data: bytes, *, exclusive: bool = False) -> None:
+    """Write ``data`` to a new file (0600) and fsync it; on an error, remove what was written."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    os.close(fd)
+
+
+def _encode(envelope: Envelope) -> bytes:
+    return json.dumps(envelope.to_json(), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _load(path: Path, state: State) -> Envelope:
+    """Read an envelope; its state is the folder it is in. FileNotFoundError passes through."""
+    raw = path.read_bytes()
+    try:
+        envelope = Envelope.from_json(json.loads(raw))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise SpoolError(f"The spool file {path} is damaged and cannot be read.") from exc
+    envelope.state = state
+    return envelope
+
+
+def _copy(envelope: Envelope) -> Envelope:
+    """A deep copy, so the spool's own envelopes never alias a caller's."""
+    return Envelope.from_json(envelope.to_json())
+
+
+class _Schedule:
+    """The QUEUED envelopes in memory: which are due, oldest first, and when the next one is due.
+
+    Three heaps with lazy deletion (an entry counts only while its message is still queued under the same
+    sequence number), so claiming and asking for the next due time cost O(log n) even with a backlog.
+    """
+
+    def __init__(self) -> None:
+        self.queued: dict[str, tuple[Envelope, int]] = {}
+        self._seq = 0
+        self._waiting: list[tuple[float, int, str]] = []  # (next_attempt_at, seq, id), not yet due
+        self._due: list[tuple[float, str, int]] = []  # (received_at, id, seq): due, oldest first
+        self._due_at: list[tuple[float, int, str]] = []  # (next_attempt_at, seq, id) of the due ones
+
+    def add(self, envelope: Envelope) -> None:
+        self._seq += 1
+        self.queued[envelope.id] = (envelope, self._seq)
+        heapq.heappush(self._waiting, (envelope.next_attempt_at, self._seq, envelope.id))
+        if len(self._waiting) + len(self._due) + len(self._due_at) > 4 * len(self.queued) + 1024:
+            # Stale entries pile up when many messages are retried or deleted: start over.
+            self._waiting = [(e.next_attempt_at, seq, i) for i, (e, seq) in self.queued.items()]
+            heapq.heapify(self._waiting)
+            self._due, self._due_at = [], []
+
+    def discard(self, envelope_id: str) -> Envelope | None:
+        entry = self.queued.pop(envelope_id, None)
+        return None if entry is None else entry[0]
+
+    def _live(self, envelope_id: str, seq: int) -> bool:
+        entry = self.queued.get(envelope_id)
+        return entry is not None and entry[1] == seq
+
+    def take(self, limit: int, now: float) -> list[Envelope]:
+        while self._waiting and self._waiting[0][0] <= now:
+            at, seq, envelope_id = heapq.heappop(self._waiting)
+            if self._live(envelope_id, seq):
+                heapq.heappush(self._due, (self.queued[envelope_id][0].received_at, envelope_id, seq))
+                heapq.heappush(self._due_at, (at, seq, envelope_id))
+        taken: list[Envelope] = []
+        not_yet: list[tuple[float, str, int]] = []  # only when a caller's clock went back
+        while self._due and len(taken) < limit:
+            entry = heapq.heappop(self._due)
+            if self._live(entry[1], entry[2]):
+                envelope = self.queued[entry[1]][0]
+                if envelope.next_attempt_at > now:
+                    not_yet.append(entry)
+                else:
+                    del self.queued[entry[1]]
+                    taken.append(envelope)
+        for entry in not_yet:
+            heapq.heappush(self._due, entry)
+        return taken
+
+    def next_due(self) -> float | None:
+        for heap in (self._due_at, self._waiting):
+            while heap and not self._live(heap[0][2], heap[0][1]):
+                heapq.heappop(heap)
+        return min((heap[0][0] for heap in (self._due_at, self._waiting) if heap), default=None)
+
+
+class Spool:
+    """Messages on disk, each in one state folder; see the module docstring for the layout."""
+
+    def __init__(self, root: Path, *, keep_done: float = DONE_KEEP_SECONDS) -> None:
+        self.root = Path(root)
+        self.keep_done = keep_done
+        self._lock_fd: int | None = None
+        self._schedule = _Schedule()
+        self._sending: dict[str, Envelope] = {}
+        self._finishing: set[str] = set()
+        self._background: set[asyncio.Future[Any]] = set()
+        self._counts: dict[State, int] = dict.fromkeys(State, 0)
+        self._tidied = {"pruned": 0, "damaged": 0}  # by open(), reported by recover()
+
+    # -- paths ------------------------------------------------------------------------------------------
+
+    def _json(self, state: State, envelope_id: str) -> Path:
+        return self.root / state.value / f"{envelope_id}.json"
+
+    def _data(self, envelope_id: str) -> Path:
+        return self.root / "data" / f"{envelope_id}.eml"
+
+    def content_path(self, envelope_id: str) -> Path:
+        """Where the message's content is (for streaming a large message instead of reading it)."""
+        self._check_id(envelope_id)
+        return self._data(envelope_id)
+
+    def _check_id(self, envelope_id: str) -> None:
+        # Ids become file names: nothing like "../x" may reach the file system.
+        if not _ID.fullmatch(envelope_id):
+            raise MessageNotFound(f"There is no message {envelope_id!r} in the spool {self.root}.")
+
+    def _ids(self, folder: str, suffix: str = ".json") -> set[str]:
+        return {n.removesuffix(suffix) for n in os.listdir(self.root / folder) if n.endswith(suffix)}
+
+    def _sync_dir(self, folder: str) -> None:
+        """Make the names in ``folder`` durable (new files, renames into and out of it)."""
+        # Opened each time: a descriptor kept open could be closed by close() under a worker thread.
+        fd = os.open(self.root / folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # -- owning the spool -------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Take the spool (create its folders, lock it), check it works, and load the queue."""
+        if self._lock_fd is not None:
+            return
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise self._unusable(exc) from None
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            pid = os.pread(self._lock_fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            self.close()
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise self._unusable(exc) from None
+            raise SpoolError(
+                f"The spool folder {self.root} is already in use by another relaywizard (pid {pid}).",
+                hint="Stop the other relay, or give this one another folder with --spool.",
+            ) from None
+        try:
+            os.ftruncate(self._lock_fd, 0)
+            os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
+            for folder in (*State, "data"):
+                path = self.root / folder
+                path.mkdir(mode=0o700, exist_ok=True)
+                path.chmod(0o700)
+                probe = path / f".probe-{os.getpid()}.tmp"  # proves we can write and fsync here
+                _write_file(probe, b"probe")
+                probe.unlink()
+                self._sync_dir(folder)
+            self._tidied["pruned"] += self.prune_done()
+            self._load_queue()
+        except OSError as exc:
+            self.close()
+            raise self._unusable(exc) from None
+
+    def _unusable(self, exc: OSError) -> SpoolError:
+        return SpoolError(
+            f"The spool folder {self.root} cannot be used: {_reason(exc)}.",
+            hint="Fix it, or choose another folder with --spool.",
+        )
+
+    def close(self) -> None:
+        """Release the lock (another relay may then open the spool); stop accepting and sending first."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def _require_open(self) -> None:
+        if self._lock_fd is None:
+            raise RuntimeError(f"the spool {self.root} is not open")
+
+    def _load_queue(self) -> None:
+        """Rebuild the in-memory view (queue and counts) from the folders."""
+        self._schedule = _Schedule()
+        for envelope_id in self._ids(State.QUEUED):
+            path = self._json(State.QUEUED, envelope_id)
+            try:
+                self._schedule.add(_load(path, State.QUEUED))
+            except SpoolError:
+                # Kept for a person to look at, out of the way of the relay.
+                log.warning("spool: %s is damaged; renamed to .corrupt", path)
+                os.rename(path, path.with_name(path.name + ".corrupt"))
+                self._tidied["damaged"] += 1
+        self._counts = {state: len(self._ids(state)) for state in State}
+
+    def recover(self) -> dict[str, int]:
+        """Repair the spool after a crash; returns how many messages each repair touched.
+
+        SENDING goes back to QUEUED (it may be sent twice, never lost); INCOMING was never answered and
+        is removed, as is content no envelope needs; an envelope whose content is gone becomes DEAD.
+        Call it once after ``open()``, before anything is accepted or claimed.
+        """
+        self._require_open()
+        try:
+            return self._recover()
+        except OSError as exc:
+            raise self._unusable(exc) from None
+
+    def _recover(self) -> dict[str, int]:
+        report = dict.fromkeys(("duplicates", "discarded", "requeued", "orphans", "missing_content"), 0)
+        for folder in (*State, "data"):
+            for name in os.listdir(self.root / folder):
+                if name.endswith(".tmp"):
+                    os.unlink(self.root / folder / name)
+        ids = {state: self._ids(state) for state in State}
+        seen: set[str] = set()
+        for state in _PRECEDENCE:
+            for envelope_id in ids[state] & seen:
+                os.unlink(self._json(state, envelope_id))
+                report["duplicates"] += 1
+            ids[state] -= seen
+            seen |= ids[state]
+        for envelope_id in ids[State.INCOMING]:
+            os.unlink(self._json(State.INCOMING, envelope_id))
+            report["discarded"] += 1
+        for envelope_id in ids[State.SENDING]:
+            os.rename(self._json(State.SENDING, envelope_id), self._json(State.QUEUED, envelope_id))
+            ids[State.QUEUED].add(envelope_id)
+            report["requeued"] += 1
+        content = {n[:-4] for n in os.listdir(self.root / "data") if n.endswith(".eml")}
+        damaged = set().union(*(self._ids(state, ".json.corrupt") for state in State))
+        for envelope_id in content - ids[State.QUEUED] - ids[State.DEAD] - damaged:
+            os.unlink(self._data(envelope_id))
+            report["orphans"] += 1
+        for envelope_id in ids[State.QUEUED] - content:
+            self._bury_without_content(envelope_id)
+            report["missing_content"] += 1
+        for folder in (*State, "data"):
+            self._sync_dir(folder)
+        self._tidied["pruned"] += self.prune_done()
+        self._load_queue()
+        report |= self._tidied
+        self._tidied = dict.fromkeys(self._tidied, 0)
+        report["queued"] = self._counts[State.QUEUED]
+        self._sending.clear()
+        return report
+
+    def _bury_without_content(self, envelope_id: str) -> None:
+        path = self._json(State.QUEUED, envelope_id)
+        try:
+            envelope = _load(path, State.DEAD)
+        except SpoolError:
+            return  # _load_queue quarantines it
+        envelope.attempts.append(
+            Attempt(
+                at=time.time(),
+                result="dead",
+                reply=f"The content of this message ({self._data(envelope_id).name}) is missing "
+                "from the spool folder.",
+                explanation="It cannot be delivered: the spool folder was damaged or changed by hand. "
+                "Ask the sender to send it again.",
+            )
+        )
+        self._move(envelope, State.QUEUED, State.DEAD)
+
+    def prune_done(self, now: float | None = None) -> int:
+        """Forget delivered messages older than ``keep_done``; returns how many were removed."""
+        cutoff = (time.time() if now is None else now) - self.keep_done
+        pruned = 0
+        with os.scandir(self.root / State.DONE) as entries:
+            for entry in entries:
+                if entry.name.endswith(".json") and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self._data(entry.name[:-5]))
+                    pruned += 1
+        self._counts[State.DONE] -= min(pruned, self._counts[State.DONE])
+        return pruned
+
+    # -- the hot path -----------------------------------------------------------------------------------
+
+    async def accept(self, envelope: Envelope, content: bytes) -> Envelope:
+        """Store a message durably in QUEUED; only then may the device be answered 250."""
+        self._require_open()
+        if not _ID.fullmatch(envelope.id):
+            raise ValueError(f"not a spool id: {envelope.id!r}")
+        queued = _copy(envelope)
+        queued.state = State.QUEUED
+        return await self._to_the_end(self._accept(queued, content))
+
+    async def _accept(self, queued: Envelope, content: bytes) -> Envelope:
+        await asyncio.to_thread(self._accept_files, queued, content)
+        self._schedule.add(queued)
+        self._counts[State.QUEUED] += 1
+        return _copy(queued)
+
+    async def _to_the_end(self, work: Coroutine[Any, Any, T], late: Callable[[T], None] | None = None) -> T:
+        """Run ``work`` to its end even if the caller is cancelled, so disk and memory always agree.
+
+        A worker thread cannot be stopped half-way anyway; ``late`` gets the result nobody awaited.
+        """
+        task = asyncio.ensure_future(work)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self._background.add(task)
+            task.add_done_callback(lambda done: self._ended_late(done, late))
+            raise
+
+    def _ended_late(self, task: asyncio.Future[T], late: Callable[[T], None] | None) -> None:
+        self._background.discard(task)
+        if task.cancelled():
+            return
+        if (exc := task.exception()) is not None:
+            log.error("spool: %s", exc)
+        elif late is not None:
+            late(task.result())
+
+    def _accept_files(self, envelope: Envelope, content: bytes) -> None:
+        data = self._data(envelope.id)
+        incoming = self._json(State.INCOMING, envelope.id)
+        tmp = incoming.with_name(incoming.name + ".tmp")
+        written: list[Path] = []  # what to remove if this fails: never another message's files
+        try:
+            _write_file(data, content, exclusive=True)
+            written.append(data)
+            _write_file(tmp, _encode(envelope))
+            os.replace(tmp, incoming)
+            written.append(incoming)
+            self._sync_dir("data")  # the content's name is durable before the envelope can be queued
+            os.rename(incoming, self._json(State.QUEUED, envelope.id))
+            written[-1] = self._json(State.QUEUED, envelope.id)
+            self._sync_dir(State.QUEUED)
+        except OSError as exc:
+            for path in written:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            if isinstance(exc, FileExistsError) and not written:
+                raise SpoolError(f"A message with the id {envelope.id} is already in the spool.") from None
+            raise SpoolError(
+                f"The message could not be saved in the spool folder {self.root}: {_reason(exc)}."
+            ) from None
+
+    async def claim(self, limit: int, now: float) -> list[Envelope]:
+        """Move up to ``limit`` due QUEUED messages (oldest first) to SENDING and return them.
+
+        The choice is made synchronously on the loop, so two callers never get the same message.
+        """
+        self._require_open()
+        picked = self._schedule.take(limit, now)
+        if not picked:
+            return []
+        for envelope in picked:
+            envelope.state = State.SENDING
+            self._sending[envelope.id] = envelope
+        return await self._to_the_end(self._claim(picked), late=self._unclaim)
+
+    async def _claim(self, picked: list[Envelope]) -> list[Envelope]:
+        failed = await asyncio.to_thread(self._claim_files, [e.id for e in picked])
+        for envelope in picked:
+            if envelope.id in failed:
+                del self._sending[envelope.id]
+                if not isinstance(failed[envelope.id], FileNotFoundError):
+                    envelope.state = State.QUEUED
+                    self._schedule.add(envelope)
+        claimed = [e for e in picked if e.id not in failed]
+        self._counts[State.QUEUED] -= len(claimed)
+        self._counts[State.SENDING] += len(claimed)
+        if failed and not claimed:
+            exc = next(iter(failed.values()))
+            raise SpoolError(f"A message could not be taken from the spool {self.root}: {_reason(exc)}.")
+        return claimed
+
+    def _unclaim(self, claimed: list[Envelope]) -> None:
+        """Claimed by a caller that was cancelled meanwhile: nobody will send these, so queue them again."""
+        for envelope in claimed:
+            try:  # on the loop, but only after a cancellation, and renames without fsync are quick
+                os.rename(self._json(State.SENDING, envelope.id), self._json(State.QUEUED, envelope.id))
+            except OSError as exc:
+                log.error("spool: message %s stays in sending until the next start: %s", envelope.id, exc)
+                continue
+            del self._sending[envelope.id]
+            envelope.state = State.QUEUED
+            self._schedule.add(envelope)
+            self._counts[State.SENDING] -= 1
+            self._counts[State.QUEUED] += 1
+
+    def _claim_files(self, envelope_ids: list[str]) -> dict[str, OSError]:
+        # No fsync: SENDING is recovered as QUEUED, so it does not matter whether this rename survives.
+        failed: dict[str, OSError] = {}
+        for envelope_id in envelope_ids:
+            try:
+                os.rename(self._json(State.QUEUED, envelope_id), self._json(State.SENDING, envelope_id))
+            except OSError as exc:
+                failed[envelope_id] = exc
+        return failed
+
+    def next_due(self) -> float | None:
+        """When the earliest QUEUED message is due (None when nothing is queued)."""
+        return self._schedule.next_due()
+
+    async def content(self, envelope_id: str) -> bytes:
+        """The message as received."""
+        path = self.content_path(envelope_id)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except OSError as exc:
+            raise self._no_content(envelope_id, exc) from None
+
+    def _no_content(self, envelope_id: str, exc: OSError) -> SpoolError:
+        state = self._state_of(envelope_id)
+        if state is None:
+            return MessageNotFound(f"There is no message {envelope_id} in the spool {self.root}.")
+        if state is State.DONE:
+            return SpoolError(f"Message {envelope_id} was delivered, and its content is no longer kept.")
+        return SpoolError(f"The content of message {envelope_id} cannot be read: {_reason(exc)}.")
+
+    async def finish(self, envelope: Envelope, state: State) -> None:
+        """Save a sent message's envelope (with its new attempt) and move it to QUEUED, DONE or DEAD."""
+        self._require_open()
+        if state not in (State.QUEUED, State.DONE, State.DEAD):
+            raise ValueError(f"a message cannot finish in {state}")
+        if envelope.id not in self._sending or envelope.id in self._finishing:
+            raise ValueError(f"message {envelope.id} is not being sent")
+        saved = _copy(envelope)
+        saved.state = state
+        self._finishing.add(envelope.id)
+        try:
+            await self._to_the_end(self._finish(saved))
+        finally:
+            envelope.state = saved.state
+
+    async def _finish(self, saved: Envelope) -> None:
+        try:
+            await asyncio.to_thread(self._move, saved, State.SENDING, saved.state)
+        except SpoolError:
+            # It stays in SENDING, on disk and here: the next start puts it back in the queue.
+            saved.state = State.SENDING
+            raise
+        finally:
+            self._finishing.discard(saved.id)
+        del self._sending[saved.id]
+        self._counts[State.SENDING] -= 1
+        self._counts[saved.state] += 1
+        if saved.state is State.QUEUED:
+            self._schedule.add(saved)
+
+    def _move(self, envelope: Envelope, source: State, target: State) -> None:
+        """Rewrite the envelope in place (tmp + fsync + rename), then rename it into ``target``."""
+        path = self._json(source, envelope.id)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            _write_file(tmp, _encode(envelope))
+            os.replace(tmp, path)
+            if target is not source:
+                os.rename(path, self._json(target, envelope.id))
+                self._sync_dir(source)
+            self._sync_dir(target)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise SpoolError(
+                f"Message {envelope.id} could not be saved in the spool folder {self.root}: {_reason(exc)}."
+            ) from None
+        if target is State.DONE:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._data(envelope.id))  # a crash before this: recover() removes it
+
+    # -- the queue view ---------------------------------------------------------------------------------
+
+    def _state_of(self, envelope_id: str) -> State | None:
+        for _ in range(2):  # a message may move between two folders while we look
+            for state in _PRECEDENCE:
+                if self._json(state, envelope_id).exists():
+                    return state
+        return None
+
+    def get(self, envelope_id: str) -> Envelope:
+        """One message's envelope, whatever its state."""
+        self._check_id(envelope_id)
+        for _ in range(2):
+            for state in _PRECEDENCE:
+                with contextlib.suppress(FileNotFoundError):
+                    return _load(self._json(state, envelope_id), state)
+        raise MessageNotFound(f"There is no message {envelope_id} in the spool {self.root}.")
+
+    def list(self, states: Iterable[State] | None = None) -> list[Envelope]:
+        """Envelopes in these states (all by default), oldest first; unreadable ones are skipped."""
+        found: dict[str, Envelope] = {}
+        for state in State if states is None else states:
+            try:
+                ids = self._ids(state)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise self._unusable(exc) from None
+            for envelope_id in ids:
+                with contextlib.suppress(FileNotFoundError, SpoolError):
+                    found[envelope_id] = _load(self._json(state, envelope_id), state)
+        return sorted(found.values(), key=lambda e: (e.received_at, e.id))
+
+    def counts(self) -> dict[State, int]:
+        """How many messages are in each state."""
+        if self._lock_fd is not None:
+            return dict(self._counts)
+        counts = dict.fromkeys(State, 0)
+        for state in State:
+            with contextlib.suppress(FileNotFoundError):
+                counts[state] = len(self._ids(state))
+        return counts
+
+    def retry(self, envelope_id: str) -> Envelope:
+        """Make a DEAD or QUEUED message due now; returns its envelope."""
+        self._require_open()
+        self._check_id(envelope_id)
+        if envelope_id in self._sending:
+            raise SpoolError(f"Message {envelope_id} is being sent right now.")
+        source = State.QUEUED
+        queued = self._schedule.discard(envelope_id)
+        if queued is None:
+            state = self._state_of(envelope_id)
+            if state is None:
+                raise MessageNotFound(f"There is no message {envelope_id} in the spool {self.root}.")
+            if state is not State.DEAD:
+                raise SpoolError(f"Message {envelope_id} is {state} and cannot be retried.")
+            source, queued = state, _load(self._json(state, envelope_id), State.QUEUED)
+        try:
+            if not self.content_path(envelope_id).exists():
+                raise SpoolError(f"Message {envelope_id} cannot be retried: its content is missing.")
+            queued.next_attempt_at = time.time()
+            self._move(queued, source, State.QUEUED)
+        except SpoolError:
+            if source is State.QUEUED:
+                self._schedule.add(queued)
+            raise
+        self._schedule.add(queued)
+        self._counts[source] -= 1
+        self._counts[State.QUEUED] += 1
+        return _copy(queued)
+
+    def delete(self, envelope_id: str) -> None:
+        """Remove a message (not one being received or sent) with its content."""
+        self._require_open()
+        self._check_id(envelope_id)
+        state = self._state_of(envelope_id)
+        if state is None:
+            raise MessageNotFound(f"There is no message {envelope_id} in the spool {self.root}.")
+        if state in (State.INCOMING, State.SENDING) or envelope_id in self._sending:
+            doing = "received" if state is State.INCOMING else "sent"
+            raise SpoolError(f"Message {envelope_id} is being {doing} right now.")
+        try:
+            os.unlink(self._json(state, envelope_id))  # first: content left alone is an orphan, removed later
+            self._sync_dir(state)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.content_path(envelope_id))
+        except OSError as exc:
+            raise SpoolError(f"Message {envelope_id} could not be deleted: {_reason(exc)}.") from None
+        self._schedule.discard(envelope_id)
+        self._counts[state] -= 1
+
+    def export_eml(self, envelope_id: str, dest: Path) -> Path:
+        """Copy the message as received to ``dest`` (a file, or a folder to put ``<id>.eml`` in)."""
+        source = self.content_path(envelope_id)
+        dest = Path(dest)
+        if dest.is_dir():
+            dest = dest / f"{envelope_id}.eml"
+        try:
+            reader = source.open("rb")
+        except OSError as exc:
+            raise self._no_content(envelope_id, exc) from None
+        try:
+            with reader, os.fdopen(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+                shutil.copyfileobj(reader, out, 1024 * 1024)
+        except OSError as exc:
+            raise SpoolError(
+                f"Message {envelope_id} could not be exported to {dest}: {_reason(exc)}."
+            ) from None
+        return dest

@@ -1,0 +1,717 @@
+"""The spool keeps every answered message through crashes, and hands each one to one sender at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relaywizard.relay.model import Attempt, Envelope, State, new_message_id
+from relaywizard.relay.spool import MessageNotFound, Spool, SpoolError
+
+REPO = Path(__file__).resolve().parents[2]
+FOLDERS = ("incoming", "queued", "sending", "done", "dead", "data")
+NOTHING: dict[str, list[str]] = {folder: [] for folder in FOLDERS}
+
+
+def envelope(**changes: Any) -> Envelope:
+    values: dict[str, Any] = {
+        "id": new_message_id(),
+        "received_at": time.time(),
+        "device": "192.0.2.10",
+        "mail_from": "scanner@example.com",
+        "rcpt_tos": ["alice@example.com", "bob@example.com"],
+        "size": 0,
+        "helo": "scanner",
+    }
+    values.update(changes)
+    return Envelope(**values)
+
+
+def body(tag: str, size: int = 2000) -> bytes:
+    head = f"From: scanner@example.com\r\nSubject: {tag}\r\n\r\n".encode()
+    return head + (b"0123456789abcdef" * (size // 16 + 1))[:size] + b"\r\n"
+
+
+def files(root: Path) -> dict[str, list[str]]:
+    """Every file in every folder of the spool (what a crash may have left behind)."""
+    return {folder: sorted(os.listdir(root / folder)) for folder in FOLDERS}
+
+
+def assert_one_sentence(exc: BaseException, *words: str) -> None:
+    text = str(exc)
+    assert "\n" not in text
+    assert "Errno" not in text
+    assert text.endswith(".")
+    for word in words:
+        assert word in text, text
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Iterator[Spool]:
+    opened = Spool(tmp_path / "spool")
+    opened.open()
+    yield opened
+    opened.close()
+
+
+async def accepted(spool: Spool, count: int, **changes: Any) -> list[Envelope]:
+    return [await spool.accept(envelope(**changes), body(f"m{n}")) for n in range(count)]
+
+
+def reopen(spool: Spool) -> tuple[Spool, dict[str, int]]:
+    """What the next start does after a crash: the dead process's lock is gone, a new one recovers."""
+    spool.close()
+    fresh = Spool(spool.root)
+    fresh.open()
+    return fresh, fresh.recover()
+
+
+# -- accept ------------------------------------------------------------------------------------------
+
+
+async def test_accept_stores_the_message_queued_and_private(spool: Spool) -> None:
+    content = body("hello")
+    sent = envelope()
+    queued = await spool.accept(sent, content)
+
+    assert queued.state is State.QUEUED
+    assert queued.id == sent.id
+    assert files(spool.root) == {
+        **NOTHING,
+        "queued": [f"{sent.id}.json"],
+        "data": [f"{sent.id}.eml"],
+    }
+    assert spool.content_path(sent.id).read_bytes() == content
+    assert await spool.content(sent.id) == content
+    assert spool.get(sent.id) == queued
+    assert spool.counts() == {**dict.fromkeys(State, 0), State.QUEUED: 1}
+    assert (spool.root / "lock").read_text().strip() == str(os.getpid())
+    for folder in FOLDERS:
+        assert stat.S_IMODE((spool.root / folder).stat().st_mode) == 0o700
+    for path in (spool.root / "queued" / f"{sent.id}.json", spool.content_path(sent.id), spool.root / "lock"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def record_steps(monkeypatch: pytest.MonkeyPatch, crash_at: int | None = None) -> list[str]:
+    """Log each write, fsync and rename (with the file it touches); raise Crash at step ``crash_at``."""
+    steps: list[str] = []
+
+    def target(arg: Any) -> str:
+        path = os.readlink(f"/proc/self/fd/{arg}") if isinstance(arg, int) else os.fspath(arg)
+        return "/".join(Path(path).parts[-2:]).split("-", 1)[0]
+
+    def wrap(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def step(*args: Any) -> Any:
+            if crash_at is not None and len(steps) == crash_at:
+                raise Crash(name)
+            steps.append(" ".join([name, *(target(a) for a in args[:2] if not isinstance(a, memoryview))]))
+            return real(*args)
+
+        return step
+
+    for name in ("write", "fsync", "replace", "rename"):
+        monkeypatch.setattr(os, name, wrap(name, getattr(os, name)))
+    return steps
+
+
+class Crash(BaseException):
+    """A simulated power cut: a BaseException, so no clean-up code of the spool runs."""
+
+
+ACCEPT_STEPS = [
+    "write data/1",
+    "fsync data/1",
+    "write incoming/1",
+    "fsync incoming/1",
+    "replace incoming/1 incoming/1",
+    "fsync spool/data",
+    "rename incoming/1 queued/1",
+    "fsync spool/queued",
+]
+
+
+async def test_accept_fsyncs_content_envelope_and_folders_before_it_returns(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps = record_steps(monkeypatch)
+    await spool.accept(envelope(id="1-a"), body("x"))
+    assert steps == ACCEPT_STEPS
+
+
+@pytest.mark.parametrize("crash_at", range(len(ACCEPT_STEPS) + 1))
+async def test_a_crash_at_any_step_of_accept_leaves_nothing_or_a_whole_queued_message(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch, crash_at: int
+) -> None:
+    before = await spool.accept(envelope(), body("already queued"))
+    content = body("crashing", 50_000)
+    sent = envelope()
+    answered = False
+    steps = record_steps(monkeypatch, crash_at)
+    try:
+        await spool.accept(sent, content)
+        answered = True
+    except Crash:
+        pass
+    monkeypatch.undo()
+    assert answered == (crash_at == len(ACCEPT_STEPS))
+    assert len(steps) == crash_at
+
+    spool, report = reopen(spool)
+    try:
+        assert spool.get(before.id).state is State.QUEUED
+        assert spool.content_path(before.id).read_bytes() == body("already queued")
+        survived = spool.content_path(sent.id).exists()
+        if answered or crash_at > ACCEPT_STEPS.index("rename incoming/1 queued/1"):
+            assert survived
+        if survived:
+            assert spool.get(sent.id).state is State.QUEUED
+            assert spool.content_path(sent.id).read_bytes() == content
+        ids = {before.id, sent.id} if survived else {before.id}
+        assert files(spool.root) == {
+            **NOTHING,
+            "queued": sorted(f"{i}.json" for i in ids),
+            "data": sorted(f"{i}.eml" for i in ids),
+        }
+        assert report["missing_content"] == 0
+        assert {e.id for e in await spool.claim(10, time.time())} == ids
+    finally:
+        spool.close()
+
+
+async def test_a_failed_accept_is_one_sentence_and_leaves_nothing(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        if "queued" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(SpoolError) as caught:
+        await spool.accept(envelope(), body("x"))
+    assert_one_sentence(caught.value, "could not be saved", "the disk is full")
+    assert files(spool.root) == NOTHING
+    assert spool.counts()[State.QUEUED] == 0
+
+
+async def test_an_id_that_is_already_spooled_is_refused_and_the_first_message_kept(spool: Spool) -> None:
+    first = await spool.accept(envelope(), body("first"))
+    with pytest.raises(SpoolError, match="already in the spool"):
+        await spool.accept(envelope(id=first.id), body("second"))
+    assert spool.content_path(first.id).read_bytes() == body("first")
+    with pytest.raises(ValueError, match="not a spool id"):
+        await spool.accept(envelope(id="../escape"), body("x"))
+    with pytest.raises(MessageNotFound):
+        spool.get("../../etc/passwd")
+
+
+async def test_a_large_accept_does_not_block_the_event_loop(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fsync = os.fsync
+
+    def slow_disk(fd: int) -> None:
+        real_fsync(fd)
+        time.sleep(0.15)
+
+    content = os.urandom(20 * 1024 * 1024)
+    monkeypatch.setattr(os, "fsync", slow_disk)
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.005)
+            gaps.append(time.perf_counter() - last)
+            last += gaps[-1]
+
+    ticking = asyncio.create_task(ticker())
+    started = time.perf_counter()
+    queued = await spool.accept(envelope(size=len(content)), content)
+    took = time.perf_counter() - started
+    done.set()
+    await ticking
+
+    assert took >= 0.6  # four fsyncs on a slow disk
+    assert len(gaps) >= 40
+    assert max(gaps) < 0.12, max(gaps)
+    assert spool.content_path(queued.id).read_bytes() == content
+
+
+def test_messages_printed_by_a_relay_killed_with_sigkill_are_all_queued(tmp_path: Path) -> None:
+    child = """
+import asyncio, sys, time
+from pathlib import Path
+from relaywizard.relay.model import Envelope, new_message_id
+from relaywizard.relay.spool import Spool
+
+async def main() -> None:
+    spool = Spool(Path(sys.argv[1]))
+    spool.open()
+    while True:
+        eid = new_message_id()
+        env = Envelope(id=eid, received_at=time.time(), device="192.0.2.7", mail_from="a@example.com",
+                       rcpt_tos=["b@example.com"], size=0)
+        await spool.accept(env, eid.encode() * 5000)
+        print(eid, flush=True)
+
+asyncio.run(main())
+"""
+    root = tmp_path / "spool"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", child, str(root)], stdout=subprocess.PIPE, env=env)
+    printed: list[str] = []
+    try:
+        assert proc.stdout is not None
+        while len(printed) < 60:
+            line = proc.stdout.readline()
+            assert line.endswith(b"\n"), "the child stopped before it was killed"
+            printed.append(line.decode().strip())
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    printed += rest.decode().split("\n")[:-1]  # a cut-off last line was no answer
+
+    spool = Spool(root)
+    spool.open()
+    try:
+        report = spool.recover()
+        queued = {e.id: e for e in spool.list([State.QUEUED])}
+        for eid in printed:
+            assert queued[eid].state is State.QUEUED
+        for eid in queued:
+            assert spool.content_path(eid).read_bytes() == eid.encode() * 5000
+        assert len(queued) >= len(printed) >= 60
+        assert report["missing_content"] == 0
+        assert os.listdir(root / "incoming") == []
+        assert len(os.listdir(root / "data")) == len(queued)
+    finally:
+        spool.close()
+
+
+# -- claim and finish --------------------------------------------------------------------------------
+
+
+async def test_concurrent_claimers_never_get_the_same_message(spool: Spool) -> None:
+    messages = await accepted(spool, 300)
+    got: list[str] = []
+
+    async def claimer() -> None:
+        while batch := await spool.claim(7, time.time()):
+            got.extend(e.id for e in batch)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(claimer() for _ in range(40)))
+    assert sorted(got) == sorted(e.id for e in messages)
+    assert len(set(got)) == len(got)
+    assert len(os.listdir(spool.root / "sending")) == 300
+    assert spool.counts()[State.SENDING] == 300
+    assert spool.next_due() is None
+
+
+async def test_claim_takes_due_messages_oldest_first(spool: Spool) -> None:
+    now = 1_000_000.0
+    late = await spool.accept(envelope(received_at=now - 50, next_attempt_at=now + 60), body("late"))
+    young = await spool.accept(envelope(received_at=now - 10), body("young"))
+    old = await spool.accept(envelope(received_at=now - 30, next_attempt_at=now - 5), body("old"))
+    oldest = await spool.accept(envelope(received_at=now - 40, next_attempt_at=now), body("oldest"))
+
+    assert spool.next_due() == 0.0
+    first = await spool.claim(2, now)
+    assert [e.id for e in first] == [oldest.id, old.id]
+    assert all(e.state is State.SENDING for e in first)
+    assert spool.next_due() == 0.0
+    assert [e.id for e in await spool.claim(5, now)] == [young.id]
+    assert spool.next_due() == now + 60
+    assert await spool.claim(5, now + 59) == []
+    assert [e.id for e in await spool.claim(5, now + 60)] == [late.id]
+    assert spool.next_due() is None
+
+
+async def test_finish_keeps_the_attempts_and_moves_the_message(spool: Spool) -> None:
+    now = time.time()
+    again, done, dead = await accepted(spool, 3)
+    claimed = {e.id: e for e in await spool.claim(3, now)}
+
+    retry = claimed[again.id]
+    retry.attempts.append(Attempt(at=now, result="deferred", reply="451 4.7.500 Try later", code="4.7.500"))
+    retry.next_attempt_at = now + 300
+    await spool.finish(retry, State.QUEUED)
+    assert retry.state is State.QUEUED
+    assert spool.next_due() == now + 300
+    assert await spool.claim(3, now + 299) == []
+    [retry] = await spool.claim(3, now + 300)
+    retry.attempts.append(Attempt(at=now + 300, result="delivered", reply="250 2.0.0 OK"))
+    await spool.finish(retry, State.DONE)
+
+    sent = claimed[done.id]
+    sent.attempts.append(Attempt(at=now, result="delivered", reply="250 2.0.0 OK"))
+    sent.sender = "relay@example.com"
+    await spool.finish(sent, State.DONE)
+
+    refused = claimed[dead.id]
+    refused.attempts.append(Attempt(at=now, result="dead", reply="550 5.7.60 SendAs denied", code="5.7.60"))
+    await spool.finish(refused, State.DEAD)
+
+    stored = spool.get(again.id)
+    assert stored.state is State.DONE
+    assert [a.result for a in stored.attempts] == ["deferred", "delivered"]
+    assert stored.attempts[0].code == "4.7.500"
+    assert spool.get(done.id).sender == "relay@example.com"
+    assert spool.get(dead.id).attempts == refused.attempts
+    assert not spool.content_path(again.id).exists()
+    assert not spool.content_path(done.id).exists()
+    assert spool.content_path(dead.id).exists()
+    assert spool.counts() == {**dict.fromkeys(State, 0), State.DONE: 2, State.DEAD: 1}
+    with pytest.raises(ValueError, match="not being sent"):
+        await spool.finish(sent, State.DONE)
+    with pytest.raises(ValueError, match="cannot finish"):
+        await spool.finish(sent, State.SENDING)
+
+
+FINISH_STEPS = 6  # write + fsync the tmp, replace, rename, fsync both folders
+
+
+@pytest.mark.parametrize("target", [State.QUEUED, State.DONE, State.DEAD])
+@pytest.mark.parametrize("crash_at", range(FINISH_STEPS + 1))
+async def test_a_crash_during_finish_never_loses_the_message(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch, target: State, crash_at: int
+) -> None:
+    await spool.accept(envelope(), body("m"))
+    [sending] = await spool.claim(1, time.time())
+    sending.attempts.append(Attempt(at=time.time(), result="deferred", reply="421 4.3.2 Busy"))
+    steps = record_steps(monkeypatch, crash_at)
+    with contextlib.suppress(Crash):
+        await spool.finish(sending, target)
+    monkeypatch.undo()
+    assert len(steps) == crash_at
+
+    spool, _ = reopen(spool)
+    try:
+        stored = spool.get(sending.id)
+        finished = crash_at == FINISH_STEPS
+        assert stored.state in ((target,) if finished else (State.QUEUED, target))
+        if stored.state is not State.DONE:
+            assert spool.content_path(sending.id).read_bytes() == body("m")
+        assert len(stored.attempts) in ((1,) if finished else (0, 1))
+        assert sum(len(names) for folder, names in files(spool.root).items() if folder != "data") == 1
+    finally:
+        spool.close()
+
+
+class Gate(threading.Event):
+    calls = 0
+
+
+def hold(monkeypatch: pytest.MonkeyPatch, name: str) -> Gate:
+    """Make os.<name> wait (in its worker thread) until the returned event is set; count the calls."""
+    gate = Gate()
+    real = getattr(os, name)
+
+    def held(*args: Any) -> Any:
+        gate.wait(5)
+        gate.calls += 1
+        return real(*args)
+
+    monkeypatch.setattr(os, name, held)
+    return gate
+
+
+async def eventually(check: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the spool did not settle")
+
+
+async def cancel_while_held(gate: threading.Event, work: Coroutine[Any, Any, Any]) -> None:
+    task = asyncio.create_task(work)
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    gate.set()
+
+
+async def test_a_cancelled_accept_still_queues_what_it_wrote(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = hold(monkeypatch, "fsync")
+    await cancel_while_held(gate, spool.accept(envelope(), body("x")))
+    await eventually(lambda: spool.counts()[State.QUEUED] == 1)
+    monkeypatch.undo()
+    [claimed] = await spool.claim(5, time.time())
+    assert spool.content_path(claimed.id).read_bytes() == body("x")
+
+
+async def test_messages_claimed_for_a_cancelled_caller_go_back_to_the_queue(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    messages = await accepted(spool, 3)
+    gate = hold(monkeypatch, "rename")
+    await cancel_while_held(gate, spool.claim(2, time.time()))
+    await eventually(lambda: gate.calls == 4)  # two to claim, two to put back
+    monkeypatch.undo()
+    assert files(spool.root)["sending"] == []
+    assert spool.counts()[State.QUEUED] == 3
+    assert [e.id for e in await spool.claim(5, time.time())] == [e.id for e in messages]
+
+
+async def test_a_cancelled_finish_still_completes(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    await accepted(spool, 1)
+    [claimed] = await spool.claim(1, time.time())
+    gate = hold(monkeypatch, "fsync")
+    await cancel_while_held(gate, spool.finish(claimed, State.DONE))
+    await eventually(lambda: spool.counts()[State.DONE] == 1)
+    monkeypatch.undo()
+    assert spool.counts()[State.SENDING] == 0
+    assert spool.get(claimed.id).state is State.DONE
+    with pytest.raises(ValueError, match="not being sent"):
+        await spool.finish(claimed, State.DONE)
+
+
+# -- recovery ----------------------------------------------------------------------------------------
+
+
+async def test_recover_requeues_sending_and_removes_what_no_answer_depends_on(spool: Spool) -> None:
+    waiting, in_flight, delivered, gone, old = await accepted(spool, 5)
+    [first, second] = await spool.claim(2, time.time())
+    assert {first.id, second.id} == {waiting.id, in_flight.id}
+    for _ in (delivered, gone, old):
+        [claimed] = await spool.claim(1, time.time())
+        await spool.finish(claimed, State.DONE)
+    root = spool.root
+    # What crashes leave behind: half an accept, content of a message done, temporary files ...
+    (root / "incoming" / "9-half.json").write_text("{")
+    (root / "data" / "9-half.eml").write_bytes(b"half")
+    (root / "data" / f"{delivered.id}.eml").write_bytes(b"finished but not removed")
+    (root / "queued" / "9-x.json.tmp").write_text("{")
+    (root / "data" / "9-orphan.eml").write_bytes(b"no envelope")
+    # ... a queued envelope whose content vanished, and a delivery from long ago.
+    missing = await spool.accept(envelope(), body("lost"))
+    spool.content_path(missing.id).unlink()
+    eight_days_ago = time.time() - 8 * 24 * 3600
+    os.utime(root / "done" / f"{old.id}.json", (eight_days_ago, eight_days_ago))
+
+    spool, report = reopen(spool)
+    try:
+        assert report == {
+            "duplicates": 0,
+            "discarded": 1,
+            "requeued": 2,
+            "orphans": 3,
+            "missing_content": 1,
+            "pruned": 1,
+            "damaged": 0,
+            "queued": 2,
+        }
+        assert {e.id for e in spool.list([State.QUEUED])} == {waiting.id, in_flight.id}
+        lost = spool.get(missing.id)
+        assert lost.state is State.DEAD
+        assert lost.attempts[-1].result == "dead"
+        assert "content of this message" in lost.attempts[-1].reply
+        assert {e.id for e in spool.list([State.DONE])} == {delivered.id, gone.id}
+        assert files(root) == {
+            **NOTHING,
+            "queued": sorted(f"{e.id}.json" for e in (waiting, in_flight)),
+            "done": sorted(f"{e.id}.json" for e in (delivered, gone)),
+            "dead": [f"{missing.id}.json"],
+            "data": sorted(f"{e.id}.eml" for e in (waiting, in_flight)),
+        }
+        assert spool.counts() == {**dict.fromkeys(State, 0), State.QUEUED: 2, State.DONE: 2, State.DEAD: 1}
+        assert len(await spool.claim(5, time.time())) == 2
+    finally:
+        spool.close()
+
+
+async def test_a_message_left_in_two_folders_keeps_its_furthest_state(spool: Spool) -> None:
+    [message] = await accepted(spool, 1)
+    [claimed] = await spool.claim(1, time.time())
+    await spool.finish(claimed, State.DONE)
+    # A file system without atomic renames could bring back the old name after a power cut.
+    (spool.root / "queued" / f"{message.id}.json").write_bytes(
+        (spool.root / "done" / f"{message.id}.json").read_bytes()
+    )
+    spool, report = reopen(spool)
+    try:
+        assert report["duplicates"] == 1
+        assert spool.get(message.id).state is State.DONE
+        assert spool.next_due() is None
+    finally:
+        spool.close()
+
+
+async def test_a_damaged_envelope_is_set_aside(spool: Spool) -> None:
+    [good] = await accepted(spool, 1)
+    (spool.root / "queued" / "9-bad.json").write_text('{"id": "9-bad"}')
+    (spool.root / "data" / "9-bad.eml").write_bytes(b"content")
+    spool, report = reopen(spool)
+    try:
+        assert report["damaged"] == 1
+        assert (spool.root / "queued" / "9-bad.json.corrupt").exists()
+        assert (spool.root / "data" / "9-bad.eml").exists()  # kept for whoever repairs it
+        assert [e.id for e in spool.list()] == [good.id]
+        assert [e.id for e in await spool.claim(5, time.time())] == [good.id]
+    finally:
+        spool.close()
+
+
+# -- the queue view ----------------------------------------------------------------------------------
+
+
+async def test_retry_makes_dead_and_queued_messages_due_now(spool: Spool) -> None:
+    waiting, refused, delivered = await accepted(spool, 3, next_attempt_at=time.time() + 3600)
+    claimed = {e.id: e for e in await spool.claim(3, time.time() + 3600)}
+    claimed[waiting.id].next_attempt_at = time.time() + 3600
+    await spool.finish(claimed[waiting.id], State.QUEUED)
+    claimed[refused.id].attempts.append(
+        Attempt(at=time.time(), result="dead", reply="550 5.1.1 No such user")
+    )
+    await spool.finish(claimed[refused.id], State.DEAD)
+    await spool.finish(claimed[delivered.id], State.DONE)
+    assert await spool.claim(5, time.time()) == []
+
+    before = time.time()
+    assert spool.retry(waiting.id).next_attempt_at >= before
+    again = spool.retry(refused.id)
+    assert again.state is State.QUEUED
+    assert again.attempts[-1].reply == "550 5.1.1 No such user"
+    assert spool.get(refused.id).state is State.QUEUED
+    assert spool.counts()[State.DEAD] == 0
+    assert {e.id for e in await spool.claim(5, time.time())} == {waiting.id, refused.id}
+
+    with pytest.raises(SpoolError) as caught:
+        spool.retry(delivered.id)
+    assert_one_sentence(caught.value, "is done and cannot be retried")
+    with pytest.raises(SpoolError, match="being sent right now"):
+        spool.retry(waiting.id)
+    with pytest.raises(MessageNotFound, match="There is no message"):
+        spool.retry("1-unknown")
+
+
+async def test_a_dead_message_without_content_cannot_be_retried(spool: Spool) -> None:
+    [message] = await accepted(spool, 1)
+    spool.content_path(message.id).unlink()
+    spool, _ = reopen(spool)
+    try:
+        with pytest.raises(SpoolError, match="its content is missing"):
+            spool.retry(message.id)
+        assert spool.get(message.id).state is State.DEAD
+    finally:
+        spool.close()
+
+
+async def test_delete_removes_envelope_and_content(spool: Spool) -> None:
+    first, second = await accepted(spool, 2)
+    assert [e.id for e in await spool.claim(1, time.time())] == [first.id]
+    spool.delete(second.id)
+    assert not spool.content_path(second.id).exists()
+    assert files(spool.root)["queued"] == []
+    assert spool.next_due() is None
+    assert spool.counts()[State.QUEUED] == 0
+    with pytest.raises(SpoolError, match="being sent right now"):
+        spool.delete(first.id)
+    with pytest.raises(MessageNotFound):
+        spool.delete(second.id)
+
+
+async def test_export_eml_writes_the_bytes_as_received(spool: Spool, tmp_path: Path) -> None:
+    content = b"From: a@example.com\r\nSubject: scan\r\n\r\n\r\n..\r\nbinary \x00\xff bytes\r\n"
+    message = await spool.accept(envelope(), content)
+    into_folder = spool.export_eml(message.id, tmp_path)
+    assert into_folder == tmp_path / f"{message.id}.eml"
+    assert into_folder.read_bytes() == content
+    assert stat.S_IMODE(into_folder.stat().st_mode) == 0o600
+    named = spool.export_eml(message.id, tmp_path / "scan.eml")
+    assert named.read_bytes() == content
+
+    with pytest.raises(SpoolError) as caught:
+        spool.export_eml(message.id, tmp_path / "no" / "such" / "folder.eml")
+    assert_one_sentence(caught.value, "could not be exported", "no such file or directory")
+    with pytest.raises(MessageNotFound):
+        spool.export_eml("1-unknown", tmp_path)
+    [claimed] = await spool.claim(1, time.time())
+    await spool.finish(claimed, State.DONE)
+    with pytest.raises(SpoolError, match="was delivered"):
+        spool.export_eml(message.id, tmp_path)
+
+
+async def test_the_queue_can_be_read_while_a_relay_owns_it(spool: Spool, tmp_path: Path) -> None:
+    first, second = await accepted(spool, 2)
+    await spool.claim(1, time.time())
+    viewer = Spool(spool.root)  # never opened: the `relaywizard queue` view of a running relay
+    assert viewer.counts() == spool.counts() == {**dict.fromkeys(State, 0), State.QUEUED: 1, State.SENDING: 1}
+    assert [e.id for e in viewer.list()] == [first.id, second.id]
+    assert [e.state for e in viewer.list()] == [State.SENDING, State.QUEUED]
+    assert viewer.get(second.id).mail_from == "scanner@example.com"
+    assert viewer.export_eml(second.id, tmp_path).read_bytes() == body("m1")
+    with pytest.raises(RuntimeError, match="not open"):
+        viewer.retry(second.id)
+
+
+# -- an unusable spool -------------------------------------------------------------------------------
+
+
+def test_a_second_relay_on_the_same_spool_is_refused_in_one_sentence(spool: Spool) -> None:
+    other = Spool(spool.root)
+    with pytest.raises(SpoolError) as caught:
+        other.open()
+    assert_one_sentence(
+        caught.value, str(spool.root), f"already in use by another relaywizard (pid {os.getpid()})"
+    )
+    spool.close()
+    other.open()
+    other.close()
+
+
+def in_the_way(tmp_path: Path) -> Path:
+    (tmp_path / "spool").write_text("a file")
+    return tmp_path / "spool"
+
+
+def under_a_file(tmp_path: Path) -> Path:
+    (tmp_path / "file").write_text("a file")
+    return tmp_path / "file" / "spool"
+
+
+def folder_in_the_way(tmp_path: Path) -> Path:
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / "queued").write_text("a file")
+    return tmp_path / "spool"
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (in_the_way, "spool is a file, not a folder"),
+        (under_a_file, "part of the path"),
+        (folder_in_the_way, "queued is a file, not a folder"),
+    ],
+)
+def test_an_unusable_spool_folder_is_one_sentence(
+    tmp_path: Path, make: Callable[[Path], Path], reason: str
+) -> None:
+    root = make(tmp_path)
+    spool = Spool(root)
+    with pytest.raises(SpoolError) as caught:
+        spool.open()
+    assert_one_sentence(caught.value, f"The spool folder {root} cannot be used", reason)
+    assert caught.value.hint
+    spool.close()
