@@ -1,0 +1,359 @@
+"""The forwarder: takes messages from the spool and delivers them to the upstream, the way Microsoft wants.
+
+Shape: one dispatcher task claims due messages from the spool and hands them to up to ``connections``
+worker tasks; each worker owns one ``UpstreamSession`` that it keeps open across messages (AUTH once,
+RSET between messages, closed after ``idle_timeout`` without work). The dispatcher claims only as many
+messages as there are idle workers, so at most ``connections`` messages are ever in SENDING, and it takes
+one pacing token per message, so all sessions together stay under ``rate`` messages a minute.
+
+``wake()`` (called by the inbound server after each accepted message) starts delivery at once; when
+nothing is due, the dispatcher sleeps until the spool's ``next_due()`` instead of polling.
+
+Results: 2xx → DONE (recipients refused with 5xx are kept in ``failed_rcpts``); 4xx, a network error or
+a timeout → QUEUED again after a backoff, or DEAD once older than ``max_age``; 5xx → DEAD at once. A
+failure of the session itself (network, greeting, AUTH) is not the message's fault: the message is
+deferred, the relay reports ``upstream_down`` or ``auth_failed`` once, and ``UpstreamHealth`` holds off
+for a backoff, then probes with one message, so a wrong password is not tried once per queued message.
+Every attempt is appended to the envelope, persisted with ``spool.finish``, written to the delivery log
+and reported as a ``ForwarderEvent``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Literal
+
+from relaywizard.core import m365
+from relaywizard.relay.credentials import Credentials
+from relaywizard.relay.forwarder_types import (
+    Backoff,
+    DeliveryLogLike,
+    EventCallback,
+    ForwarderEvent,
+    SpoolLike,
+    UpstreamHealth,
+    attempt_for,
+    backoff_delay,
+    default_backoff,
+    describe_delay,
+    event_for,
+)
+from relaywizard.relay.model import Attempt, Envelope, State, Upstream
+from relaywizard.relay.pacing import TokenBucket
+from relaywizard.relay.rewrite import rewrite_sender
+from relaywizard.relay.upstream_session import (
+    AuthFailed,
+    ForwarderConfigError,
+    SessionError,
+    Transaction,
+    UpstreamSession,
+    tls_context,
+)
+
+__all__ = ["Backoff", "Forwarder", "ForwarderConfigError", "ForwarderEvent", "default_backoff"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_AGE = 2 * 86400.0
+IDLE_TIMEOUT = 60.0
+STOP_GRACE = 10.0
+
+
+class Forwarder:
+    """Delivers spooled messages upstream; ``run()`` until ``stop()``."""
+
+    def __init__(
+        self,
+        spool: SpoolLike,
+        upstream: Upstream,
+        credentials: Credentials | None,
+        log: DeliveryLogLike,
+        *,
+        connections: int = m365.SMTP_AUTH_CONNECTIONS_PER_MAILBOX.value,
+        rate: int = m365.SMTP_AUTH_MESSAGES_PER_MINUTE.value,
+        max_age: float = DEFAULT_MAX_AGE,
+        backoff: Backoff = default_backoff,
+        sender: str | None = None,
+        clock: Callable[[], float] = time.time,
+        on_event: EventCallback | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
+        stop_grace: float = STOP_GRACE,
+    ) -> None:
+        if connections < 1:
+            raise ForwarderConfigError(
+                f"The number of upstream connections must be 1 or more, not {connections}."
+            )
+        if rate < 0:
+            raise ForwarderConfigError(f"The sending rate must be 0 (no pacing) or more, not {rate}.")
+        self.spool = spool
+        self.upstream = upstream
+        self.credentials = credentials
+        self.delivery_log = log
+        self.connections = connections
+        self.max_age = max_age
+        self.sender = sender
+        self.clock = clock
+        self.on_event = on_event
+        self.idle_timeout = idle_timeout
+        self.stop_grace = stop_grace
+        self.health = UpstreamHealth(f"{upstream.host}:{upstream.port}", backoff)
+        self._backoff = backoff
+        self._context = tls_context(upstream)  # once: loading the system CAs is not free
+        # One bucket per forwarder = per upstream mailbox; monotonic, so a wall-clock step cannot stall it.
+        self._bucket = TokenBucket(rate) if rate > 0 else None
+        self._kick = asyncio.Event()
+        self._queue: asyncio.Queue[Envelope | None] = asyncio.Queue()
+        self._sessions: list[UpstreamSession] = []
+        self._idle = 0  # workers waiting for a message
+        self._paused = self._stopping = self._running = False
+        self._done = asyncio.Event()
+
+    # -- control ---------------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """New mail (the inbound side calls this after each 250): look for due messages now."""
+        self.health.lift_network_hold()
+        self._kick.set()
+
+    def pause(self) -> None:
+        """Stop claiming messages; those in flight finish."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        self._kick.set()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def sessions_opened(self) -> int:
+        """Upstream connections made by this run so far (for tests and a status view)."""
+        return sum(session.connects for session in self._sessions)
+
+    async def stop(self) -> None:
+        """Stop claiming, let in-flight messages finish within ``stop_grace``, then QUIT the sessions.
+
+        A message still in flight after the grace period is cancelled and stays in SENDING: the spool's
+        recovery puts it back in the queue at the next start, so it is never lost.
+        """
+        self._stopping = True
+        self._kick.set()
+        if self._running:
+            await self._done.wait()
+
+    async def run(self) -> None:
+        """Deliver until ``stop()``. A forwarder runs once; ``stop()`` before ``run()`` makes it return."""
+        if self._running:
+            raise RuntimeError("this forwarder is already running")
+        self._running = True
+        workers: list[asyncio.Task[None]] = []
+        try:
+            helo = self.upstream.helo_name
+            if not helo:
+                helo = await asyncio.to_thread(socket.getfqdn)  # may be slow with a broken resolver
+            for _ in range(self.connections):
+                session = UpstreamSession(self.upstream, self.credentials, self._context, helo)
+                self._sessions.append(session)
+                workers.append(asyncio.create_task(self._worker(session)))
+            await self._dispatch()
+        finally:
+            await self._shutdown(workers)
+            self._running = False
+            self._done.set()
+
+    # -- dispatching -----------------------------------------------------------------------------------
+
+    async def _wait_kick(self, seconds: float | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._kick.wait()
+
+    def _claimable(self, now: float) -> tuple[int, float | None]:
+        """How many messages to claim now, else (0, how long to wait at most; None: until kicked)."""
+        if self._paused:
+            return 0, None
+        if self.health.hold_until > now:
+            return 0, self.health.hold_until - now
+        free = self._idle - self._queue.qsize()
+        if self.health.probing:  # unknown or failing: one message alone tries the upstream first
+            free = 1 if free == self.connections else 0
+        if free > 0 and self._bucket is not None:
+            free = min(free, self._bucket.available())
+            if free == 0:
+                return 0, self._bucket.delay()
+        return max(free, 0), None
+
+    async def _dispatch(self) -> None:
+        while not self._stopping:
+            self._kick.clear()
+            now = self.clock()
+            free, wait = self._claimable(now)
+            if free == 0:
+                await self._wait_kick(wait)
+                continue
+            try:
+                batch = await self.spool.claim(free, now)
+            except Exception:
+                log.exception("Cannot claim messages from the spool; trying again in a few seconds")
+                await self._wait_kick(5.0)
+                continue
+            if not batch:
+                due = self.spool.next_due()
+                # A floor, so a spool that reports a due message it will not hand out cannot spin the loop.
+                await self._wait_kick(None if due is None else max(0.05, due - self.clock()))
+                continue
+            if self._bucket is not None:
+                self._bucket.try_take(len(batch))
+            for envelope in batch:
+                self._queue.put_nowait(envelope)
+
+    async def _shutdown(self, workers: list[asyncio.Task[None]]) -> None:
+        while not self._queue.empty():  # handed out but not started: back to the queue, no attempt
+            envelope = self._queue.get_nowait()
+            if envelope is not None:
+                await self._persist(envelope, State.QUEUED)
+        for _ in workers:
+            self._queue.put_nowait(None)
+        if workers:
+            _, pending = await asyncio.wait(workers, timeout=self.stop_grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        await asyncio.gather(*(session.close() for session in self._sessions), return_exceptions=True)
+
+    # -- delivering ------------------------------------------------------------------------------------
+
+    async def _worker(self, session: UpstreamSession) -> None:
+        while True:
+            self._idle += 1
+            self._kick.set()
+            try:
+                envelope = await self._next(self.idle_timeout if session.connected else None)
+            finally:
+                self._idle -= 1
+            if envelope is False:
+                await session.close()  # idle: Microsoft counts open sessions against the mailbox
+                continue
+            if envelope is None:
+                return
+            try:
+                await self._deliver(session, envelope)
+            except asyncio.CancelledError:
+                session.abort()  # mid-transaction: the message stays in SENDING for recovery
+                raise
+            except Exception:
+                log.exception("Unexpected error while delivering message %s", envelope.id)
+                session.abort()
+                await self._defer(envelope, "The relay failed while sending (an internal error).", None)
+
+    async def _next(self, idle_timeout: float | None) -> Envelope | Literal[False] | None:
+        """The next message (None: stop), or False after ``idle_timeout`` without one.
+
+        Not ``asyncio.timeout`` around ``Queue.get``: on Python 3.11 a timeout firing just as an item
+        arrives can leave a stray cancellation behind. Cancelling a pending ``get`` never loses an item.
+        """
+        getter = asyncio.ensure_future(self._queue.get())
+        try:
+            await asyncio.wait({getter}, timeout=idle_timeout)
+        finally:
+            if not getter.done():
+                getter.cancel()
+                await asyncio.wait({getter})
+        return False if getter.cancelled() else getter.result()
+
+    async def _deliver(self, session: UpstreamSession, envelope: Envelope) -> None:
+        try:
+            content = await self.spool.content(envelope.id)
+        except Exception as exc:  # unreadable for now (or gone: then it dies at max_age, never silently)
+            await self._defer(envelope, f"The message cannot be read from the spool: {exc}", None)
+            return
+        sender = envelope.mail_from
+        parts: tuple[bytes | memoryview, ...] = (content,)
+        if self.sender:
+            rewritten = rewrite_sender(content, envelope.mail_from, self.sender)
+            sender, parts = rewritten.mail_from, rewritten.parts
+        envelope.sender = sender
+        recipients = [r for r in envelope.rcpt_tos if r not in envelope.failed_rcpts]
+        try:
+            if await session.ready():
+                self._emit(self.health.ok(self.clock()))
+                self._kick.set()  # if that was a probe, the other sessions may start now
+            result = await session.send(sender, recipients, parts)
+        except SessionError as exc:
+            log.warning("%s", exc.text)
+            failed = self.health.failed(self.clock(), exc.text, exc.reply, isinstance(exc, AuthFailed))
+            self._emit(failed)
+            await self._defer(envelope, exc.reply or exc.text, exc.reply)
+            return
+        await self._conclude(envelope, result)
+
+    async def _conclude(self, envelope: Envelope, result: Transaction) -> None:
+        """Turn the upstream's replies into the message's new state."""
+        for recipient, (code, reply) in result.refused.items():
+            if code >= 500:
+                envelope.failed_rcpts[recipient] = reply
+        now = self.clock()
+        if result.ok:
+            attempt = attempt_for(now, "delivered", result.reply)
+            if envelope.failed_rcpts:
+                refused = "; ".join(f"{r}: {reply}" for r, reply in envelope.failed_rcpts.items())
+                why = attempt_for(now, "dead", next(iter(envelope.failed_rcpts.values()))).explanation
+                attempt.explanation = f"Not delivered to {refused}. {why}"
+            await self._record(envelope, attempt, State.DONE)
+        elif result.code < 500:
+            await self._defer(envelope, result.reply, result.reply)
+        else:
+            await self._record(envelope, attempt_for(now, "dead", result.reply), State.DEAD)
+
+    async def _defer(self, envelope: Envelope, text: str, reply: str | None) -> None:
+        """Back to the queue after a backoff, or DEAD when the message has waited ``max_age``."""
+        now = self.clock()
+        attempt = attempt_for(now, "deferred", text, is_reply=reply is not None)
+        deadline = envelope.received_at + self.max_age
+        if now >= deadline:
+            attempt.result = "dead"
+            gave_up = f"The relay gave up after {describe_delay(self.max_age)} of retries."
+            attempt.explanation = f"{attempt.explanation} {gave_up}".strip()
+            await self._record(envelope, attempt, State.DEAD)
+            return
+        tries = 1 + sum(1 for a in envelope.attempts if a.result == "deferred")
+        # The last try happens at the deadline, so a message dies close to max_age, not up to an hour later.
+        envelope.next_attempt_at = min(now + backoff_delay(self._backoff, tries), deadline)
+        await self._record(envelope, attempt, State.QUEUED)
+
+    async def _record(self, envelope: Envelope, attempt: Attempt, state: State) -> None:
+        """Persist the attempt (first: the spool is the truth), then log it, then tell the listener."""
+        envelope.attempts.append(attempt)
+        await self._persist(envelope, state)
+        try:
+            self.delivery_log.write(envelope, attempt)
+        except Exception:
+            log.exception("Cannot write the delivery log for message %s", envelope.id)
+        self._emit(event_for(envelope, attempt))
+
+    async def _persist(self, envelope: Envelope, state: State) -> None:
+        try:
+            await self.spool.finish(envelope, state)
+        except Exception:  # it stays in SENDING on disk, and recovery requeues it at the next start
+            log.exception("Cannot move message %s to %s in the spool", envelope.id, state)
+
+    def _emit(self, event: ForwarderEvent | None) -> None:
+        if event is None:
+            return
+        log.info("%s", event.text)
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:
+                log.exception("The forwarder's event listener failed")
