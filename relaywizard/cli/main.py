@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from relaywizard import __version__
-from relaywizard.cli import check, explain, gui_commands, secret
+from relaywizard.cli import check, explain, gui_commands, queue, relay, secret
 from relaywizard.core.errors import RelayWizardError
 
 EXIT_OK = 0
@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     gui_commands.register(sub)
     check.register(sub)
     explain.register(sub)
+    relay.register(sub)
+    queue.register(sub)
     secret.register(sub)
     return parser
 

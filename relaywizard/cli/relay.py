@@ -1,0 +1,172 @@
+"""``relaywizard relay``: the relay in the foreground, headless; Ctrl-C or SIGTERM stops it cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from relaywizard.core.errors import ConfigError, UsageError
+from relaywizard.core.paths import AppPaths
+
+if TYPE_CHECKING:
+    from relaywizard.relay.config import RelayConfig, RelayOptions
+    from relaywizard.relay.credentials import Credentials
+    from relaywizard.relay.forwarder_types import ForwarderEvent
+
+
+def add_relay_options(parser: argparse.ArgumentParser) -> None:
+    """The options ``relay`` and ``tray`` share (contract.md)."""
+    parser.add_argument("--config", metavar="FILE", help="settings file written by the wizard")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="where office devices connect")
+    parser.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="networks that may send without AUTH (repeatable); nothing else may relay",
+    )
+    parser.add_argument("--spool", metavar="DIR", help="the on-disk queue")
+    parser.add_argument(
+        "--upstream", metavar="HOST:PORT", help="where mail is forwarded (default smtp.office365.com:587)"
+    )
+    parser.add_argument("--tls", choices=("starttls", "implicit", "none"), help="upstream transport security")
+    parser.add_argument("--ca-file", metavar="PEM", help="extra CA certificates for the upstream")
+    parser.add_argument("--user", metavar="ADDRESS", help="the upstream mailbox")
+    parser.add_argument("--profile", metavar="NAME", help="the keyring profile holding the upstream secret")
+    parser.add_argument(
+        "--auth",
+        choices=("password", "oauth-app", "oauth-delegated", "none"),
+        help="how the upstream mailbox authenticates",
+    )
+    parser.add_argument("--tenant", metavar="ID", help="the Entra tenant for OAuth")
+    parser.add_argument("--client-id", metavar="ID", help="the Entra application for OAuth")
+    parser.add_argument("--authority", metavar="URL", help="the OAuth authority")
+    parser.add_argument(
+        "--sender", metavar="ADDRESS", help="rewrite the envelope sender (and a foreign From) to this mailbox"
+    )
+    parser.add_argument(
+        "--rate", metavar="N", help="messages a minute sent upstream per mailbox (default 30; 0 = no pacing)"
+    )
+    parser.add_argument("--connections", metavar="N", help="upstream connections at once (default 3)")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "relay",
+        help="run the relay in the foreground, headless",
+        description="Accept mail from allowed office devices, keep each message on disk before answering "
+        "250, and forward it to Microsoft 365 with TLS and authentication, retrying what fails. Ctrl-C or "
+        "SIGTERM stops it cleanly: messages under way finish or stay queued. Exit code 2 with one sentence "
+        "when the settings are unusable (port in use, unreadable spool, missing secret).",
+    )
+    add_relay_options(parser)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every session and delivery")
+    parser.set_defaults(handler=run)
+
+
+def _int(text: str | None, option: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"{option}: '{text}' is not a whole number.") from None
+
+
+def options_from(args: argparse.Namespace) -> RelayOptions:
+    from relaywizard.relay.config import RelayOptions
+
+    return RelayOptions(
+        listen=args.listen,
+        allow=tuple(args.allow),
+        spool=args.spool,
+        upstream=args.upstream,
+        tls=args.tls,
+        ca_file=args.ca_file,
+        user=args.user,
+        profile=args.profile,
+        auth=args.auth,
+        sender=args.sender,
+        rate=_int(args.rate, "--rate"),
+        connections=_int(args.connections, "--connections"),
+    )
+
+
+def load_config(args: argparse.Namespace) -> RelayConfig:
+    from relaywizard.core import settings
+    from relaywizard.relay.config import resolve
+
+    paths = AppPaths.default()
+    path = Path(args.config).expanduser() if args.config else paths.settings_file
+    if args.config and not path.is_file():
+        raise ConfigError(f"--config: there is no settings file at {path}.")
+    return resolve(settings.load(path), options_from(args), paths)
+
+
+def credentials_for(config: RelayConfig) -> Credentials | None:
+    """The upstream credentials from the keyring, or None when the upstream takes no AUTH."""
+    if config.auth == "none" or config.upstream.user is None:
+        return None
+    if config.auth != "password":
+        raise ConfigError(
+            f"Upstream authentication {config.auth} is not available in this version of relaywizard yet.",
+            hint="Use --auth password, or a connector or direct-send upstream without --user.",
+        )
+    from relaywizard.core.secrets import SecretStore
+    from relaywizard.relay.credentials import PasswordCredentials
+
+    assert config.profile is not None
+    return PasswordCredentials(config.upstream.user, SecretStore().get(config.profile))
+
+
+def _log_event(event: ForwarderEvent) -> None:
+    level = logging.WARNING if event.kind in ("dead", "auth_failed", "upstream_down") else logging.INFO
+    logging.getLogger("relaywizard.relay").log(level, "%s", event.text)
+
+
+async def serve(config: RelayConfig, credentials: Credentials | None, *, verbose: bool = False) -> None:
+    from relaywizard.relay.engine import Relay
+
+    # The forwarder logs every attempt at INFO itself; without -v only its events worth a warning show.
+    relay = Relay(config, credentials, on_event=None if verbose else _log_event)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await relay.start()
+    host, port = relay.address
+    upstream = config.upstream
+    devices = ", ".join(map(str, config.allow)) or "authenticated devices only"
+    print(
+        f"relaywizard relay: listening on {host}:{port} for {devices}; "
+        f"forwarding to {upstream.host}:{upstream.port} ({upstream.tls}"
+        f"{', as ' + upstream.user if upstream.user else ''}); spool {config.spool}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        await stop.wait()
+    finally:
+        print("relaywizard relay: stopping", file=sys.stderr, flush=True)
+        await relay.stop()
+        counts = relay.counts()
+        queued = sum(counts.get(state, 0) for state in counts if str(state) in ("queued", "sending"))
+        print(f"relaywizard relay: stopped; {queued} message(s) stay queued", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    config = load_config(args)
+    credentials = credentials_for(config)
+    asyncio.run(serve(config, credentials, verbose=args.verbose))
+    return 0

@@ -1,0 +1,150 @@
+"""The relay's effective configuration: the settings file, with command-line options on top.
+
+``RelayOptions`` is what a person can say on the command line (every field optional); ``resolve``
+merges it over the settings file's relay section and upstream profile into a complete ``RelayConfig``,
+or raises one readable ``ConfigError`` naming what is missing or inconsistent.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, cast
+
+from relaywizard.core import m365, validate
+from relaywizard.core.errors import ConfigError
+from relaywizard.core.paths import AppPaths
+from relaywizard.core.settings import DEFAULT_LISTEN, Settings
+from relaywizard.relay.model import TlsMode, Upstream
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+UpstreamAuth = Literal["password", "oauth-app", "oauth-delegated", "none"]
+
+
+@dataclass(frozen=True)
+class RelayOptions:
+    """Command-line overrides; None means "take it from the settings file, else the default"."""
+
+    listen: str | None = None
+    allow: tuple[str, ...] = ()
+    spool: str | None = None
+    upstream: str | None = None
+    tls: TlsMode | None = None
+    ca_file: str | None = None
+    user: str | None = None
+    profile: str | None = None
+    auth: UpstreamAuth | None = None
+    sender: str | None = None
+    rate: int | None = None
+    connections: int | None = None
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """Everything the engine needs, validated; no secret (the keyring profile is named instead)."""
+
+    listen_host: str
+    listen_port: int
+    allow: tuple[Network, ...]
+    spool: Path
+    delivery_log: Path
+    upstream: Upstream
+    auth: UpstreamAuth
+    profile: str | None
+    """The keyring profile holding the upstream secret."""
+    sender: str | None
+    rate: int
+    connections: int
+    max_message_size: int
+    hostname: str = field(default_factory=socket.getfqdn)
+
+
+def _fail(option: str, exc: ValueError) -> ConfigError:
+    return ConfigError(f"{option}: {exc}")
+
+
+def resolve(settings: Settings, options: RelayOptions, paths: AppPaths) -> RelayConfig:
+    """Merge ``options`` over ``settings``; any problem is one ``ConfigError`` sentence."""
+    relay = settings.relay
+    profile = settings.relay_profile()
+    try:
+        host, port = validate.host_port(options.listen or relay.listen or DEFAULT_LISTEN, None)
+    except ValueError as exc:
+        raise _fail("--listen", exc) from None
+    allow_text = options.allow or tuple(relay.allow)
+    try:
+        allow = tuple(ipaddress.ip_network(validate.cidr(text)) for text in allow_text)
+    except ValueError as exc:
+        raise _fail("--allow", exc) from None
+
+    default_host = profile.smtp_host if profile and profile.smtp_host else m365.SMTP_AUTH_ENDPOINT.host
+    default_port = profile.smtp_port if profile and profile.smtp_port else m365.SMTP_AUTH_ENDPOINT.port
+    try:
+        up_host, up_port = (
+            validate.host_port(options.upstream, m365.SMTP_AUTH_ENDPOINT.port)
+            if options.upstream
+            else (default_host, default_port)
+        )
+    except ValueError as exc:
+        raise _fail("--upstream", exc) from None
+    tls = cast(TlsMode, options.tls or (profile.tls if profile else "starttls"))
+    user = options.user or (profile.user if profile else None)
+    if user is not None:
+        try:
+            user = validate.email(user)
+        except ValueError as exc:
+            raise _fail("--user", exc) from None
+    keyring_profile = options.profile or (profile.name if profile and user else None)
+    auth = cast(
+        UpstreamAuth, options.auth or (profile.auth if profile else None) or ("password" if user else "none")
+    )
+    if user and auth == "none":
+        auth = "password"
+    if auth != "none" and not user:
+        raise ConfigError(
+            f"Upstream authentication ({auth}) needs the mailbox to sign in as: give --user.",
+        )
+    if user and not keyring_profile:
+        raise ConfigError(
+            f"No keyring profile holds the secret of {user}: give --profile NAME "
+            "(store it first with: relaywizard secret set --profile NAME).",
+        )
+    if tls == "none" and user:
+        raise ConfigError(
+            "--tls none would send the upstream password unencrypted: it is only for direct-send and "
+            "connector relay, without --user.",
+        )
+    # Microsoft 365 refuses a sender the mailbox may not send as (5.7.60): by default the relay sends as
+    # the mailbox it signs in with, keeping the device's own address in Reply-To.
+    sender = options.sender or (profile.sender if profile else None) or user
+    if sender:
+        try:
+            sender = validate.email(sender)
+        except ValueError as exc:
+            raise _fail("--sender", exc) from None
+    ca_file = options.ca_file or (profile.ca_file if profile else None)
+    if ca_file and not Path(ca_file).expanduser().is_file():
+        raise ConfigError(f"--ca-file: '{ca_file}' is not a readable file.")
+    rate = relay.rate if options.rate is None else options.rate
+    connections = relay.connections if options.connections is None else options.connections
+    if rate < 0:
+        raise ConfigError(f"--rate must be 0 (no pacing) or a number of messages a minute, not {rate}.")
+    if not 1 <= connections <= 100:
+        raise ConfigError(f"--connections must be between 1 and 100, not {connections}.")
+    spool = Path(options.spool or relay.spool or paths.spool).expanduser()
+    return RelayConfig(
+        listen_host=host,
+        listen_port=port if port is not None else 2525,
+        allow=allow,
+        spool=spool,
+        delivery_log=paths.delivery_log,
+        upstream=Upstream(host=up_host, port=up_port, tls=tls, user=user, ca_file=ca_file),
+        auth=auth,
+        profile=keyring_profile,
+        sender=sender,
+        rate=rate,
+        connections=connections,
+        max_message_size=relay.max_message_size,
+    )
