@@ -53,6 +53,30 @@ def add_relay_options(parser: argparse.ArgumentParser) -> None:
         "--rate", metavar="N", help="messages a minute sent upstream per mailbox (default 30; 0 = no pacing)"
     )
     parser.add_argument("--connections", metavar="N", help="upstream connections at once (default 3)")
+    parser.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        metavar="LOGIN",
+        help="a device account that may authenticate (repeatable); its password is read from the keyring "
+        "profile device-LOGIN (relaywizard secret set --profile device-LOGIN)",
+    )
+    parser.add_argument(
+        "--auth-network",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="networks where device accounts may authenticate without TLS (repeatable)",
+    )
+    parser.add_argument(
+        "--recipient-domain",
+        action="append",
+        default=[],
+        metavar="DOMAIN",
+        help="internal-only mode: only these domains may be mailed (repeatable)",
+    )
+    parser.add_argument("--tls-cert", metavar="PEM", help="certificate chain for STARTTLS offered to devices")
+    parser.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -94,6 +118,11 @@ def options_from(args: argparse.Namespace) -> RelayOptions:
         sender=args.sender,
         rate=_int(args.rate, "--rate"),
         connections=_int(args.connections, "--connections"),
+        devices=tuple(args.device),
+        auth_networks=tuple(args.auth_network),
+        recipient_domains=tuple(args.recipient_domain),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
 
@@ -124,16 +153,33 @@ def credentials_for(config: RelayConfig) -> Credentials | None:
     return PasswordCredentials(config.upstream.user, SecretStore().get(config.profile))
 
 
+def device_passwords(config: RelayConfig) -> dict[str, str]:
+    """Each device account's password, read once from the keyring at start; held in memory only."""
+    if not config.devices:
+        return {}
+    from relaywizard.core.secrets import SecretStore
+    from relaywizard.relay.config import device_profile
+
+    store = SecretStore()
+    return {login: store.get(device_profile(login)) for login in config.devices}
+
+
 def _log_event(event: ForwarderEvent) -> None:
     level = logging.WARNING if event.kind in ("dead", "auth_failed", "upstream_down") else logging.INFO
     logging.getLogger("relaywizard.relay").log(level, "%s", event.text)
 
 
-async def serve(config: RelayConfig, credentials: Credentials | None, *, verbose: bool = False) -> None:
+async def serve(
+    config: RelayConfig,
+    credentials: Credentials | None,
+    *,
+    devices: dict[str, str] | None = None,
+    verbose: bool = False,
+) -> None:
     from relaywizard.relay.engine import Relay
 
     # The forwarder logs every attempt at INFO itself; without -v only its events worth a warning show.
-    relay = Relay(config, credentials, on_event=None if verbose else _log_event)
+    relay = Relay(config, credentials, on_event=None if verbose else _log_event, device_passwords=devices)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -141,9 +187,9 @@ async def serve(config: RelayConfig, credentials: Credentials | None, *, verbose
     await relay.start()
     host, port = relay.address
     upstream = config.upstream
-    devices = ", ".join(map(str, config.allow)) or "authenticated devices only"
+    allowed = ", ".join(map(str, config.allow)) or "authenticated devices only"
     print(
-        f"relaywizard relay: listening on {host}:{port} for {devices}; "
+        f"relaywizard relay: listening on {host}:{port} for {allowed}; "
         f"forwarding to {upstream.host}:{upstream.port} ({upstream.tls}"
         f"{', as ' + upstream.user if upstream.user else ''}); spool {config.spool}",
         file=sys.stderr,
@@ -168,5 +214,6 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     config = load_config(args)
     credentials = credentials_for(config)
-    asyncio.run(serve(config, credentials, verbose=args.verbose))
+    devices = device_passwords(config)
+    asyncio.run(serve(config, credentials, devices=devices, verbose=args.verbose))
     return 0

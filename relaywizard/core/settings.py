@@ -129,6 +129,11 @@ class RelaySettings:
     rate: int = DEFAULT_RATE  # messages a minute per mailbox, 0 = no pacing
     connections: int = DEFAULT_CONNECTIONS
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    devices: list[str] = field(default_factory=list)  # device logins; passwords in the keyring
+    auth_networks: list[str] = field(default_factory=list)  # where AUTH without TLS is allowed
+    recipient_domains: list[str] = field(default_factory=list)  # internal-only mode when not empty
+    tls_cert: str | None = None  # PEM certificate chain for STARTTLS offered to devices
+    tls_key: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -366,6 +371,19 @@ class _Checker:
                     hint="Use the tenant id (a GUID) or a domain such as contoso.onmicrosoft.com.",
                 )
 
+    def unique_list(
+        self, name: str, values: Any, check: Callable[[str], str], what: str, example: str
+    ) -> list[str]:
+        """A list setting, each item checked and normalised, duplicates dropped."""
+        if not isinstance(values, list | tuple):
+            self.fail(name, f"{name} must be a list of {what} such as {example}, not {show(values)}")
+        result: list[str] = []
+        for index, item in enumerate(values):
+            normalised = self.value(f"{name}[{index}]", check, item)
+            if normalised not in result:
+                result.append(normalised)
+        return result
+
     def relay(self, relay: RelaySettings, profiles: list[str]) -> RelaySettings:
         profile = self.optional("relay.profile", validate.profile_name, relay.profile)
         if profile is not None and profile not in profiles:
@@ -377,18 +395,30 @@ class _Checker:
         listen = self.optional(
             "relay.listen", lambda v: validate.host_port(v, DEFAULT_LISTEN_PORT), relay.listen
         )
-        allow_value: Any = relay.allow
-        if not isinstance(allow_value, list | tuple):
+        allow = self.unique_list("relay.allow", relay.allow, validate.cidr, "networks", '["192.168.1.0/24"]')
+        tls_cert = self.optional("relay.tls_cert", _path_text, relay.tls_cert)
+        tls_key = self.optional("relay.tls_key", _path_text, relay.tls_key)
+        if (tls_cert is None) != (tls_key is None):
             self.fail(
-                "relay.allow",
-                f'relay.allow must be a list of networks such as ["192.168.1.0/24"], not {show(allow_value)}',
+                "relay.tls_cert",
+                "relay.tls_cert and relay.tls_key go together: give both, or neither",
             )
-        allow: list[str] = []
-        for index, network in enumerate(allow_value):
-            normalised = self.value(f"relay.allow[{index}]", validate.cidr, network)
-            if normalised not in allow:
-                allow.append(normalised)
         return RelaySettings(
+            devices=self.unique_list(
+                "relay.devices", relay.devices, validate.profile_name, "device logins", '["scanner1"]'
+            ),
+            auth_networks=self.unique_list(
+                "relay.auth_networks", relay.auth_networks, validate.cidr, "networks", '["192.168.1.0/24"]'
+            ),
+            recipient_domains=self.unique_list(
+                "relay.recipient_domains",
+                relay.recipient_domains,
+                validate.domain,
+                "domains",
+                '["contoso.com"]',
+            ),
+            tls_cert=tls_cert,
+            tls_key=tls_key,
             profile=profile,
             listen=validate.format_host_port(*listen) if listen else DEFAULT_LISTEN,
             allow=allow,

@@ -39,6 +39,16 @@ class RelayOptions:
     sender: str | None = None
     rate: int | None = None
     connections: int | None = None
+    devices: tuple[str, ...] = ()
+    auth_networks: tuple[str, ...] = ()
+    recipient_domains: tuple[str, ...] = ()
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+
+def device_profile(login: str) -> str:
+    """The keyring profile holding a device account's password."""
+    return f"device-{login}"
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,14 @@ class RelayConfig:
     rate: int
     connections: int
     max_message_size: int
+    devices: tuple[str, ...] = ()
+    """Device logins that may authenticate (AUTH PLAIN/LOGIN); passwords in the keyring."""
+    auth_networks: tuple[Network, ...] = ()
+    """Networks where devices may authenticate without TLS."""
+    recipient_domains: tuple[str, ...] | None = None
+    """Internal-only mode: only these domains may be mailed."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     hostname: str = field(default_factory=socket.getfqdn)
 
 
@@ -134,7 +152,34 @@ def resolve(settings: Settings, options: RelayOptions, paths: AppPaths) -> Relay
     if not 1 <= connections <= 100:
         raise ConfigError(f"--connections must be between 1 and 100, not {connections}.")
     spool = Path(options.spool or relay.spool or paths.spool).expanduser()
+    try:
+        devices = tuple(validate.profile_name(d) for d in (options.devices or relay.devices))
+    except ValueError as exc:
+        raise _fail("--device", exc) from None
+    try:
+        auth_networks = tuple(
+            ipaddress.ip_network(validate.cidr(text))
+            for text in (options.auth_networks or relay.auth_networks)
+        )
+    except ValueError as exc:
+        raise _fail("--auth-network", exc) from None
+    try:
+        domains = tuple(validate.domain(d) for d in (options.recipient_domains or relay.recipient_domains))
+    except ValueError as exc:
+        raise _fail("--recipient-domain", exc) from None
+    tls_cert = options.tls_cert or relay.tls_cert
+    tls_key = options.tls_key or relay.tls_key
+    if bool(tls_cert) != bool(tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together: give both, or neither.")
+    for option, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+        if path and not Path(path).expanduser().is_file():
+            raise ConfigError(f"{option}: '{path}' is not a readable file.")
     return RelayConfig(
+        devices=devices,
+        auth_networks=auth_networks,
+        recipient_domains=domains or None,
+        tls_cert=Path(tls_cert).expanduser() if tls_cert else None,
+        tls_key=Path(tls_key).expanduser() if tls_key else None,
         listen_host=host,
         listen_port=port if port is not None else 2525,
         allow=allow,

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Mapping
 
+from relaywizard.core.errors import ConfigError
 from relaywizard.relay.config import RelayConfig
 from relaywizard.relay.credentials import Credentials
 from relaywizard.relay.deliverylog import DeliveryLog
@@ -38,8 +41,10 @@ class Relay:
         *,
         on_event: Callable[[ForwarderEvent], None] | None = None,
         on_queued: Callable[[Envelope], None] | None = None,
+        device_passwords: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
+        self._device_passwords = dict(device_passwords or {})
         self.spool = Spool(config.spool)
         self.delivery_log = DeliveryLog(config.delivery_log)
         self.forwarder = Forwarder(
@@ -78,7 +83,11 @@ class Relay:
             policy = InboundPolicy(
                 hostname=self.config.hostname,
                 allow=self.config.allow,
+                authenticate=self._authenticate if self._device_passwords else None,
+                auth_networks=self.config.auth_networks,
+                allowed_recipient_domains=self.config.recipient_domains,
                 max_message_size=self.config.max_message_size,
+                tls_context=inbound_tls(self.config),
             )
             self._server = await start_inbound(
                 policy, self.spool, self._queued, self.config.listen_host, self.config.listen_port
@@ -88,6 +97,11 @@ class Relay:
             self.spool.close()
             self.delivery_log.close()
             raise
+
+    def _authenticate(self, login: str, password: str) -> bool:
+        expected = self._device_passwords.get(login)
+        # compare_digest: the time taken must not tell how much of a guessed password was right
+        return expected is not None and hmac.compare_digest(expected.encode(), password.encode())
 
     def _queued(self, envelope: Envelope) -> None:
         self.forwarder.wake()
@@ -121,3 +135,19 @@ class Relay:
 
     def counts(self) -> dict[State, int]:
         return self.spool.counts()
+
+
+def inbound_tls(config: RelayConfig) -> ssl.SSLContext | None:
+    """The STARTTLS context offered to devices, from the configured certificate and key."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"The relay's TLS certificate {config.tls_cert} or key {config.tls_key} cannot be used: "
+            f"{getattr(exc, 'strerror', None) or exc}.",
+            hint="Give a PEM certificate chain and its unencrypted PEM private key.",
+        ) from None
+    return context

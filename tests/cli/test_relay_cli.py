@@ -322,3 +322,128 @@ def test_unusable_settings_exit_2_with_one_sentence(
         home=tmp_path,
     )
     assert_one_sentence_error(clear, "unencrypted")
+
+
+def test_device_accounts_authenticate_over_starttls_and_internal_only_mode(
+    lab: Lab, keyring_env: dict[str, str], tmp_path: Path
+) -> None:
+    stored = run_cli(
+        ["secret", "set", "--profile", "device-scanner1"], env=keyring_env, input="device-pw", home=tmp_path
+    )
+    assert stored.returncode == 0, stored.stderr
+    relay = RelayProcess(
+        lab,
+        keyring_env,
+        tmp_path / "home",
+        tmp_path / "spool",
+        "--device",
+        "scanner1",
+        "--tls-cert",
+        str(lab.certs.cert),
+        "--tls-key",
+        str(lab.certs.key),
+        "--recipient-domain",
+        "lab.test",
+    )
+    try:
+
+        def device(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [
+                    "swaks",
+                    "--server",
+                    f"127.0.0.1:{relay.port}",
+                    "--local-interface",
+                    lab.connector_client,
+                    "--from",
+                    "scanner1@office.example",
+                    *args,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+
+        subject = f"device account {uuid.uuid4()}"
+        tls = ["--tls", "--tls-verify", "--tls-ca-path", str(lab.ca_file)]
+        ok = device(
+            *tls,
+            "--auth",
+            "LOGIN",
+            "--auth-user",
+            "scanner1",
+            "--auth-password",
+            "device-pw",
+            "--to",
+            "alice@lab.test",
+            "--header",
+            f"Subject: {subject}",
+        )
+        assert ok.returncode == 0, ok.stdout
+        assert delivered(lab, "alice@lab.test", {subject})[subject] == 1
+        wrong = device(
+            *tls,
+            "--auth",
+            "LOGIN",
+            "--auth-user",
+            "scanner1",
+            "--auth-password",
+            "nope",
+            "--to",
+            "alice@lab.test",
+        )
+        assert wrong.returncode == 28
+        assert "535" in wrong.stdout
+        plain = device(
+            "--auth",
+            "LOGIN",
+            "--auth-user",
+            "scanner1",
+            "--auth-password",
+            "device-pw",
+            "--to",
+            "alice@lab.test",
+        )
+        assert plain.returncode == 28  # no AUTH offered without TLS outside --auth-network
+        anonymous = device("--to", "alice@lab.test")
+        assert anonymous.returncode in (23, 24)  # 127.0.0.2 is not in --allow
+        external = device(
+            *tls,
+            "--auth",
+            "LOGIN",
+            "--auth-user",
+            "scanner1",
+            "--auth-password",
+            "device-pw",
+            "--to",
+            "info@external.test",
+        )
+        assert external.returncode == 24
+        assert "5.7.54" in external.stdout
+    finally:
+        assert relay.stop()[0] == 0
+    for path in (tmp_path / "home").rglob("*"):
+        if path.is_file():
+            assert b"device-pw" not in path.read_bytes(), path
+
+
+def test_a_device_account_without_a_stored_password_exits_2(
+    lab: Lab, keyring_env: dict[str, str], tmp_path: Path
+) -> None:
+    result = run_cli(
+        [
+            "relay",
+            "--listen",
+            f"127.0.0.1:{free_port('127.0.0.1')}",
+            "--device",
+            "nobody-here",
+            "--upstream",
+            f"{lab.host}:{lab.mx_port}",
+            "--spool",
+            str(tmp_path / "spool"),
+        ],
+        env=keyring_env,
+        home=tmp_path,
+    )
+    assert_one_sentence_error(result, "device-nobody-here")

@@ -750,3 +750,39 @@ def test_save_accepts_a_string_path(tmp_path: Path) -> None:
     path = tmp_path / "settings.toml"
     save(Settings(), str(path))  # type: ignore[arg-type]
     assert load(str(path)) == Settings()  # type: ignore[arg-type]
+
+
+def test_relay_device_accounts_auth_networks_recipient_domains_and_tls_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text(
+        "version = 1\n[relay]\n"
+        'devices = ["scanner1", "scanner1", "copier"]\n'
+        'auth_networks = ["192.168.1.7"]\n'
+        'recipient_domains = ["Contoso.COM"]\n'
+        'tls_cert = "/etc/relay/cert.pem"\ntls_key = "/etc/relay/key.pem"\n'
+    )
+    relay = load(path).relay
+    assert relay.devices == ["scanner1", "copier"]
+    assert relay.auth_networks == ["192.168.1.7/32"]
+    assert relay.recipient_domains == ["contoso.com"]
+    save(load(path), path)
+    assert load(path).relay.tls_key == "/etc/relay/key.pem"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "fragment"),
+    [
+        ('devices = "scanner1"', "relay.devices", "must be a list of device logins"),
+        ('devices = ["front desk"]', "relay.devices[0]", "front desk"),
+        ('auth_networks = ["192.168.1.5/24"]', "relay.auth_networks[0]", "192.168.1.0/24"),
+        ('recipient_domains = ["contoso"]', "relay.recipient_domains[0]", "contoso"),
+        ('tls_cert = "/etc/relay/cert.pem"', "relay.tls_cert", "go together"),
+    ],
+)
+def test_relay_device_settings_are_checked(tmp_path: Path, body: str, field: str, fragment: str) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text(f"version = 1\n[relay]\n{body}\n")
+    with pytest.raises(SettingsValidationError) as caught:
+        load(path)
+    assert caught.value.field == field
+    assert fragment in caught.value.message
