@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 os.environ["QT_API"] = "pyside6"
 
+import ipaddress
+import socket
+
 import pytest
 
 from tests.lab.keyring import SecretServiceSession
@@ -47,3 +50,53 @@ def app_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("RELAYWIZARD_HOME", str(home))
     return home
+
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+_real_sendto = socket.socket.sendto
+_outside: list[str] = []
+
+
+def _loopback(address: object) -> bool:
+    if not isinstance(address, tuple):
+        return True  # a Unix socket path
+    host = str(address[0])
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False  # a name: it would be resolved by someone else's server
+
+
+def _guard(address: object) -> None:
+    if not _loopback(address):
+        _outside.append(repr(address))
+        raise OSError(f"the test suite only talks to loopback addresses, not {address!r}")
+
+
+def _connect(self: socket.socket, address: object) -> None:
+    _guard(address)
+    _real_connect(self, address)  # type: ignore[arg-type]
+
+
+def _connect_ex(self: socket.socket, address: object) -> int:
+    _guard(address)
+    return _real_connect_ex(self, address)  # type: ignore[arg-type]
+
+
+def _sendto(self: socket.socket, data: bytes, *args: object) -> int:
+    _guard(args[-1])
+    return _real_sendto(self, data, *args)  # type: ignore[call-overload, no-any-return]
+
+
+@pytest.fixture(autouse=True)
+def only_loopback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Traffic from tests goes to loopback addresses only; a test that tries anything else fails."""
+    monkeypatch.setattr(socket.socket, "connect", _connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", _connect_ex)
+    monkeypatch.setattr(socket.socket, "sendto", _sendto)
+    _outside.clear()
+    yield
+    assert not _outside, f"the test tried to reach non-loopback addresses: {_outside}"
