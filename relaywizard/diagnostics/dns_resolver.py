@@ -2,25 +2,25 @@
 
 The checks only ever see record texts or a ``DnsLookupError`` that names what went wrong and which server
 was asked, so a technician can tell "the office's DNS server refused" from "the domain does not exist".
+
+dnspython takes about 40 ms to import, longer than a DNS answer on a LAN takes to arrive. So it is imported
+where it is used, and a run's first query does that in a worker thread, while the SMTP stages that start
+at the same time wait for the server: the import costs a run nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from typing import Any
-
-import dns.asyncresolver
-import dns.exception
-import dns.message
-import dns.name
-import dns.nameserver
-import dns.rcode
-import dns.rdata
-import dns.rdtypes.ANY.TXT
-import dns.resolver
+from typing import TYPE_CHECKING, Any
 
 from relaywizard.core import validate
 from relaywizard.diagnostics.base import DnsFailureKind, DnsLookupError
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
+    import dns.rdata
+    import dns.resolver
 
 __all__ = ["DnsResolver", "parse_dns_server"]
 
@@ -57,39 +57,67 @@ class DnsResolver:
 
     def __init__(self, servers: Sequence[tuple[str, int]] = (), timeout: float = 10.0) -> None:
         self._system = not servers
+        self._given = tuple(servers)
+        self._timeout = timeout
+        self._servers = [_format_server(address, port) for address, port in servers]
+        self._resolver: dns.asyncresolver.Resolver | None = None
+        self._loading: asyncio.Future[dns.asyncresolver.Resolver] | None = None
+
+    def _build(self) -> dns.asyncresolver.Resolver:
+        """dnspython's resolver, set up (importing dnspython and reading resolv.conf when needed)."""
+        import dns.asyncresolver
+        import dns.nameserver
+        import dns.resolver
+
         try:
-            self._resolver = dns.asyncresolver.Resolver(configure=self._system)
+            resolver = dns.asyncresolver.Resolver(configure=self._system)
         except dns.resolver.NoResolverConfiguration:
             # No resolv.conf (a container, a broken network setup): every query then fails with a
             # message naming "the system resolver (none configured)" instead of crashing here.
-            self._resolver = dns.asyncresolver.Resolver(configure=False)
-        if servers:
-            self._resolver.nameservers = [
-                dns.nameserver.Do53Nameserver(address, port) for address, port in servers
+            resolver = dns.asyncresolver.Resolver(configure=False)
+        if self._given:
+            resolver.nameservers = [
+                dns.nameserver.Do53Nameserver(address, port) for address, port in self._given
             ]
-        self._servers = self._server_texts()
+        servers = _server_texts(resolver)
         # One try per server must fit in the lifetime, or a dead first server would hide the second.
-        self._resolver.lifetime = timeout
-        self._resolver.timeout = timeout / max(1, len(self._servers))
-        self._resolver.cache = None  # a run asks each name once; a stale answer would hide a fix
+        resolver.lifetime = self._timeout
+        resolver.timeout = self._timeout / max(1, len(servers))
+        resolver.cache = None  # a run asks each name once; a stale answer would hide a fix
+        self._servers = servers
+        return resolver
 
-    def _server_texts(self) -> list[str]:
-        texts = []
-        for server in self._resolver.nameservers:
-            if isinstance(server, dns.nameserver.Nameserver):
-                texts.append(_format_server(server.answer_nameserver(), server.answer_port()))
-            else:
-                texts.append(_format_server(server, self._resolver.port))
-        return texts
+    def _ready_now(self) -> dns.asyncresolver.Resolver:
+        if self._resolver is None:
+            self._resolver = self._build()
+        return self._resolver
+
+    async def _ready(self) -> dns.asyncresolver.Resolver:
+        """The resolver, built in a worker thread the first time: concurrent queries share that build."""
+        if self._resolver is None:
+            loop = asyncio.get_running_loop()
+            if self._loading is None or self._loading.get_loop() is not loop:
+                self._loading = loop.run_in_executor(None, self._build)
+            resolver = await asyncio.shield(self._loading)
+            if self._resolver is None:
+                self._resolver = resolver
+        return self._resolver
 
     def describe(self) -> str:
+        if self._system:
+            self._ready_now()
         listed = ", ".join(self._servers) or "none configured"
         return f"the system resolver ({listed})" if self._system else listed
 
     async def query(self, name: str, rdtype: str) -> list[str]:
+        resolver = await self._ready()
+        import dns.exception
+        import dns.name
+        import dns.resolver
+
         try:
             qname = dns.name.from_text(name)
-            answer = await self._resolver.resolve(qname, rdtype, search=False)
+            answer = await resolver.resolve(qname, rdtype, search=False)
         except dns.resolver.NoAnswer:
             return []
         except dns.resolver.NXDOMAIN:
@@ -107,6 +135,9 @@ class DnsResolver:
 
     def _no_nameservers(self, exc: dns.resolver.NoNameservers, name: str, rdtype: str) -> DnsLookupError:
         """Every server failed: say SERVFAIL or REFUSED when that is what they answered."""
+        import dns.exception
+        import dns.rcode
+
         errors: list[tuple[Any, ...]] = list(exc.kwargs.get("errors") or [])
         rcodes = {_rcode(error) for error in errors} - {None}
         servers = sorted({_format_server(*_address_port(error)) for error in errors}) or self._servers
@@ -125,7 +156,21 @@ class DnsResolver:
         return DnsLookupError(kind, name, rdtype, server, detail)
 
 
+def _server_texts(resolver: dns.asyncresolver.Resolver) -> list[str]:
+    import dns.nameserver
+
+    texts = []
+    for server in resolver.nameservers:
+        if isinstance(server, dns.nameserver.Nameserver):
+            texts.append(_format_server(server.answer_nameserver(), server.answer_port()))
+        else:
+            texts.append(_format_server(server, resolver.port))
+    return texts
+
+
 def _rcode(error: tuple[Any, ...]) -> int | None:
+    import dns.message
+
     response = error[4] if len(error) > 4 else None
     if isinstance(response, dns.message.Message):
         return int(response.rcode())
@@ -142,6 +187,8 @@ def _address_port(error: tuple[Any, ...]) -> tuple[str, int]:
 
 def _text(rdata: dns.rdata.Rdata) -> str:
     """TXT: the character-strings of one record joined, unquoted; everything else in presentation form."""
+    import dns.rdtypes.ANY.TXT
+
     if isinstance(rdata, dns.rdtypes.ANY.TXT.TXT):
         return b"".join(rdata.strings).decode("utf-8", errors="replace")
     return str(rdata.to_text())

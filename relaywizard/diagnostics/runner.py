@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from enum import StrEnum
+from typing import Any
 
 from relaywizard.diagnostics.base import Check, Context, Resolver, current_check
 from relaywizard.diagnostics.model import (
@@ -45,13 +46,21 @@ def unmet(result: CheckResult) -> bool:
 class DiagnosticsRun:
     """One run of a set of checks against one target."""
 
-    def __init__(self, target: Target, checks: Sequence[Check], resolver: Resolver) -> None:
+    def __init__(
+        self,
+        target: Target,
+        checks: Sequence[Check],
+        resolver: Resolver,
+        shared: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``shared`` seeds the state the checks share (``Context.shared``): a connection opened ahead."""
         self.target = target
         self.checks = list(checks)
         self.state = RunState.IDLE
         self.report = Report(domain=target.domain, method=target.method)
         self._queue: asyncio.Queue[Event | object] = asyncio.Queue()
         self._context = Context(target, resolver, self._on_progress)
+        self._context.shared.update(shared or {})
         self._done: dict[str, asyncio.Future[CheckResult]] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -71,9 +80,9 @@ class DiagnosticsRun:
         self._done = {check.id: loop.create_future() for check in self.checks}
         dns = [c for c in self.checks if c.group == "dns"]
         smtp = [c for c in self.checks if c.group == "smtp"]
-        self._tasks = [asyncio.create_task(self._run_one(check)) for check in dns]
-        if smtp:
-            self._tasks.append(asyncio.create_task(self._run_in_order(smtp)))
+        # The SMTP stages first: their round trips one after another are the run's longest chain.
+        self._tasks = [asyncio.create_task(self._run_in_order(smtp))] if smtp else []
+        self._tasks += [asyncio.create_task(self._run_one(check)) for check in dns]
         remaining = len(self.checks)
         try:
             while remaining:

@@ -4,11 +4,14 @@
 live here; signing in and the envelope (AUTH, MAIL FROM, RCPT TO, DATA) in ``smtp_envelope``. All of them
 share one ``SmtpSession`` (``smtp_session``). Without ``send`` the session ends after RCPT TO with RSET
 and QUIT, so nothing is sent.
+
+Round trips are what a check costs on a WAN: commands that need no reply before the next go out in one
+write when the server offers PIPELINING (``smtp_pipeline``), and a run can take over a session begun
+before it (``smtp_ahead``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from typing import Any, ClassVar
 
@@ -16,11 +19,11 @@ import aiosmtplib
 
 from relaywizard.diagnostics.base import Check, Context
 from relaywizard.diagnostics.model import CheckResult, Group, Status, Target
+from relaywizard.diagnostics.smtp_ahead import SessionAhead
 from relaywizard.diagnostics.smtp_envelope import AuthCheck, DataCheck, MailFromCheck, RcptToCheck
 from relaywizard.diagnostics.smtp_net import (
     ConnectFailure,
     connect_advice,
-    ehlo_name,
     endpoint_for,
     open_tcp,
     right_endpoint,
@@ -32,7 +35,6 @@ from relaywizard.diagnostics.smtp_tls import (
     TlsInfo,
     probe_quietly,
     refusal,
-    verifying_context,
     version_too_old,
 )
 
@@ -63,15 +65,25 @@ class ConnectCheck(Check):
         host, port = endpoint_for(target)
         source = f" from {target.source_address}" if target.source_address else ""
         ctx.progress(f"Connecting to {host}:{port}{source}")
+        ahead = ctx.shared.pop(SessionAhead.SHARED_KEY, None)
+        if not isinstance(ahead, SessionAhead) or not ahead.serves(target):
+            ahead = None
         try:
-            sock = await open_tcp(host, port, target.source_address, target.timeout)
+            if ahead is not None:
+                sock = await ahead.take().connection
+            else:
+                sock = await open_tcp(host, port, target.source_address, target.timeout)
         except ConnectFailure as failure:
             return self._failed(target, host, port, failure)
+        finally:
+            if ahead is not None and not ahead.connection.done():
+                ahead.connection.cancel()  # this check was cancelled or timed out: so is the attempt
         session = SmtpSession(host, port, target.timeout, sock=sock)
         ctx.shared[SHARED_KEY] = session
         ctx.on_close(session.aclose)
         peer, local = sock.getpeername(), sock.getsockname()
         session.local_address = str(local[0])
+        session.prepare(target, ahead)
         return self.passed(
             f"Connected to {host}:{port} ({peer[0]}) from {local[0]}.",
             host=host,
@@ -154,7 +166,7 @@ class EhloCheck(SmtpCheck):
 
     async def stage(self, ctx: Context, session: SmtpSession) -> CheckResult:
         smtp = session.client()
-        name = await ehlo_name(ctx.target, session.local_address, session.timeout)
+        name = await session.local_name(ctx.target)
         session.ehlo = smtp.local_hostname = name
         ctx.progress(f"EHLO {name}")
         try:
@@ -195,7 +207,7 @@ class StartTlsCheck(SmtpCheck):
         if not smtp.supports_extension("starttls"):
             return self._not_offered(target)
         try:
-            context = await asyncio.to_thread(verifying_context, target.ca_file)
+            context = await session.verifying_context(target)
         except (OSError, ssl.SSLError) as exc:
             return self.result(
                 Status.FAIL,

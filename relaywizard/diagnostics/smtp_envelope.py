@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import email.policy
 import re
 from email.message import EmailMessage
@@ -23,6 +24,7 @@ from relaywizard.diagnostics import powershell
 from relaywizard.diagnostics.base import Context
 from relaywizard.diagnostics.model import CheckResult, Status, Target
 from relaywizard.diagnostics.smtp_net import method_name
+from relaywizard.diagnostics.smtp_pipeline import send_pipelined
 from relaywizard.diagnostics.smtp_session import SmtpCheck, SmtpSession, explain_reply
 
 # 5.7.139 variants an admin fixes by turning SMTP AUTH on (not: security defaults, a Basic-auth policy,
@@ -196,7 +198,16 @@ class MailFromCheck(SmtpCheck):
                 fix="Give --from as name@domain.",
             )
         ctx.progress(f"MAIL FROM:<{sender}>")
-        response = await session.client().execute_command(b"MAIL", b"FROM:<" + address + b">")
+        mail = b"MAIL FROM:<" + address + b">"
+        commands = [mail, *_with_mail_from(target)] if session.pipelining() else [mail]
+        if len(commands) > 1:
+            # One round trip for all of them (RFC 2920); smtp.rcpt_to and the session's end read the other
+            # replies, which the pipeline takes off the connection even when nothing reads them (this
+            # MAIL FROM refused).
+            session.envelope = await send_pipelined(session.client(), commands, session.timeout)
+            response = await session.envelope.reply_to(b"MAIL")
+        else:
+            response = await session.client().execute_command(mail)
         if response.code != 250:
             enhanced = _enhanced(response.code, response.message)
             extra = ""
@@ -238,7 +249,10 @@ class RcptToCheck(SmtpCheck):
                 fix="Give --to as name@domain.",
             )
         ctx.progress(f"RCPT TO:<{recipient}>")
-        response = await session.client().execute_command(b"RCPT", b"TO:<" + address + b">")
+        if session.envelope is not None and session.envelope.has(b"RCPT"):  # sent with MAIL FROM
+            response = await session.envelope.reply_to(b"RCPT")
+        else:
+            response = await session.client().execute_command(b"RCPT", b"TO:<" + address + b">")
         if response.code not in (250, 251):
             enhanced = _enhanced(response.code, response.message)
             extra = ""
@@ -256,6 +270,19 @@ class RcptToCheck(SmtpCheck):
         session.recipient_accepted = True
         reply = " ".join(f"{response.code} {response.message}".split())
         return self.passed(f"Recipient {recipient} accepted: {reply}.", address=recipient, reply=reply)
+
+
+def _with_mail_from(target: Target) -> list[bytes]:
+    """What can go out in one write with MAIL FROM: RCPT TO (unless smtp.rcpt_to will not send it: no
+    recipient, or one no server accepts), and without ``send`` the session's end, RSET and QUIT, which
+    follows whatever the replies say."""
+    commands = []
+    if target.rcpt_to:
+        with contextlib.suppress(ValueError):
+            commands.append(b"RCPT TO:<" + _address(target.rcpt_to) + b">")
+    if not target.send:
+        commands += [b"RSET", b"QUIT"]
+    return commands
 
 
 def _connector_block(target: Target) -> str:

@@ -51,8 +51,23 @@ def _family(source_address: str | None) -> socket.AddressFamily:
     return socket.AF_INET if version == 4 else socket.AF_INET6
 
 
+def _literal(host: str, family: socket.AddressFamily) -> list[tuple[int, str]] | None:
+    """``host`` when it is an IP address of ``family``: it needs no look-up (nor a worker thread for one)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    literal_family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    if family not in (socket.AF_UNSPEC, literal_family) or "%" in host:
+        return None  # getaddrinfo says what is wrong with it, or handles the zone
+    return [(int(literal_family), str(ip))]
+
+
 async def _resolve(host: str, port: int, family: socket.AddressFamily, step: float) -> list[tuple[int, str]]:
     """(family, address) pairs for ``host``, without duplicates, in the resolver's order."""
+    literal = _literal(host, family)
+    if literal is not None:
+        return literal
     loop = asyncio.get_running_loop()
     try:
         infos = await asyncio.wait_for(
@@ -95,7 +110,10 @@ async def open_tcp(host: str, port: int, source_address: str | None, step: float
                         "source", f"cannot use {source_address}: {exc.strerror or exc}"
                     ) from None
             share = max(deadline - time.monotonic(), 0.0) / (len(addresses) - index)
-            await asyncio.wait_for(loop.sock_connect(sock, (address, port)), share)
+            # Not wait_for, which runs the connect in a task of its own: this way the SYN is sent before
+            # the first await, which ``SessionAhead`` relies on.
+            async with asyncio.timeout(share):
+                await loop.sock_connect(sock, (address, port))
             return sock
         except ConnectionRefusedError:
             failures.append(("refused", f"{address}: connection refused"))
@@ -115,19 +133,21 @@ async def open_tcp(host: str, port: int, source_address: str | None, step: float
     raise ConnectFailure("error", "no address could be tried", tried)
 
 
-async def ehlo_name(target: Target, sock_name: str | None, step: float) -> str:
-    """``--helo`` if given, else this machine's FQDN, else an address literal (RFC 5321 4.1.3).
+async def local_fqdn(step: float) -> str:
+    """This machine's FQDN (``socket.getfqdn`` may wait on a slow reverse look-up: it gets ``step`` s)."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(socket.getfqdn), step)
+    except TimeoutError:
+        return socket.gethostname()
 
-    ``socket.getfqdn`` may wait on a slow reverse look-up; it gets at most ``step`` seconds.
-    """
+
+def ehlo_name(target: Target, fqdn: str, sock_name: str | None) -> str:
+    """``--helo`` if given, else this machine's FQDN (``local_fqdn``), else an address literal (RFC 5321
+    4.1.3)."""
     if target.helo_name:
         return target.helo_name.strip()
-    try:
-        name = await asyncio.wait_for(asyncio.to_thread(socket.getfqdn), step)
-    except TimeoutError:
-        name = socket.gethostname()
-    if name and name.isascii() and all(ch.isalnum() or ch in "-._" for ch in name):
-        return name
+    if fqdn and fqdn.isascii() and all(ch.isalnum() or ch in "-._" for ch in fqdn):
+        return fqdn
     if sock_name is None:
         return "localhost"
     return f"[IPv6:{sock_name}]" if ":" in sock_name else f"[{sock_name}]"

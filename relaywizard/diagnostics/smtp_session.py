@@ -1,7 +1,8 @@
 """The one SMTP connection the staged checks share, and the pieces each stage is built from.
 
-The checks behave like ``swaks --quit-after``: one TCP connection, opened by ``smtp.connect`` and used
-by every later stage, so each stage's result says exactly where a session stops. ``SmtpCheck`` is the
+The checks behave like ``swaks --quit-after``: one TCP connection, opened by ``smtp.connect`` (or begun
+ahead of the run, ``smtp_ahead``, and taken over by it) and used by every later stage, so each stage's
+result says exactly where a session stops. ``SmtpCheck`` is the
 base of every stage after the connection: it turns a lost or silent connection into a result and keeps
 secrets out of every result.
 """
@@ -21,10 +22,14 @@ import aiosmtplib
 
 from relaywizard.core.errors import UsageError
 from relaywizard.diagnostics.base import Check, Context
-from relaywizard.diagnostics.model import CheckResult, Group, Status
-from relaywizard.diagnostics.replies import Explanation, explain
+from relaywizard.diagnostics.model import CheckResult, Group, Status, Target
+from relaywizard.diagnostics.smtp_net import ehlo_name, local_fqdn
+from relaywizard.diagnostics.smtp_pipeline import Pipeline, send_pipelined
+from relaywizard.diagnostics.smtp_tls import verifying_context
 
 if TYPE_CHECKING:
+    from relaywizard.diagnostics.replies import Explanation
+    from relaywizard.diagnostics.smtp_ahead import SessionAhead
     from relaywizard.diagnostics.smtp_tls import TlsFailure, TlsInfo
 
 SHARED_KEY = "smtp"
@@ -54,9 +59,14 @@ class SmtpSession:
     transaction: bool = False
     """MAIL FROM was accepted and no message finished: RSET before QUIT."""
     recipient_accepted: bool = False
+    envelope: Pipeline | None = None
+    """MAIL FROM and what went out with it in one write (PIPELINING): RCPT TO, and without ``send`` the
+    session's end, RSET and QUIT. The stages read their replies from it."""
     ended: bool = False
     secrets: set[str] = field(default_factory=set, repr=False)
     """The password or token in use, so no result ever shows them."""
+    _fqdn: asyncio.Future[str] | None = field(default=None, init=False, repr=False)
+    _verifying_context: asyncio.Future[ssl.SSLContext] | None = field(default=None, init=False, repr=False)
 
     @property
     def connected(self) -> bool:
@@ -68,24 +78,87 @@ class SmtpSession:
             raise aiosmtplib.SMTPServerDisconnected("the connection is closed")
         return self.smtp
 
+    def pipelining(self) -> bool:
+        """The server takes several commands in one write (RFC 2920)."""
+        return self.smtp is not None and self.smtp.supports_extension("pipelining")
+
+    def prepare(self, target: Target, ahead: SessionAhead | None = None) -> None:
+        """Start, while the greeting is on its way, what later stages need: this machine's name for EHLO
+        (a reverse look-up) and the TLS context (reading the system's CA certificates takes tens of
+        milliseconds); or take them over from ``ahead``, which started them even earlier."""
+        if ahead is not None:
+            self._fqdn, self._verifying_context = ahead.fqdn, ahead.tls_context
+            return
+        if not target.helo_name:
+            self._fqdn = asyncio.ensure_future(local_fqdn(self.timeout))
+        self._verifying_context = asyncio.get_running_loop().run_in_executor(
+            None, verifying_context, target.ca_file
+        )
+
+    async def local_name(self, target: Target) -> str:
+        """The name to send in EHLO (``smtp_net.ehlo_name``)."""
+        fqdn = ""
+        if not target.helo_name:
+            fqdn = await (self._fqdn if self._fqdn is not None else local_fqdn(self.timeout))
+        return ehlo_name(target, fqdn, self.local_address)
+
+    async def verifying_context(self, target: Target) -> ssl.SSLContext:
+        """The verifying context (``smtp_tls.verifying_context``); its ``OSError``/``ssl.SSLError`` when
+        the CA file cannot be used."""
+        if self._verifying_context is None:
+            return await asyncio.to_thread(verifying_context, target.ca_file)
+        return await self._verifying_context
+
     async def end(self) -> list[str]:
-        """RSET (if a transaction is open) and QUIT, best effort: nothing is sent after this."""
+        """RSET (if a transaction is open) and QUIT, best effort: nothing is sent after this.
+
+        The commands whose replies came, in order. When they went out with MAIL FROM (``envelope``), only
+        their replies are read.
+        """
         sent: list[str] = []
         if self.ended:
             return sent
         self.ended = True
-        if self.connected and self.smtp is not None:
-            smtp = self.smtp
+        envelope, self.envelope = self.envelope, None
+        if envelope is not None and envelope.has(b"QUIT"):
+            sent = await self._replies_to_end(envelope, [b"RSET", b"QUIT"])
+        elif self.connected and self.smtp is not None:
             commands = [b"RSET", b"QUIT"] if self.transaction else [b"QUIT"]
-            for command in commands:
+            if len(commands) > 1 and self.pipelining():
                 with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-                    await smtp.execute_command(command, timeout=self.timeout)
-                    sent.append(command.decode())
-            self.transaction = False
+                    pipeline = await send_pipelined(self.smtp, commands, self.timeout)
+                    sent = await self._replies_to_end(pipeline, commands)
+            else:
+                for command in commands:
+                    with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                        await self.smtp.execute_command(command, timeout=self.timeout)
+                        sent.append(command.decode())
+        self.transaction = False
         self.close()
         return sent
 
+    async def _replies_to_end(self, pipeline: Pipeline, commands: list[bytes]) -> list[str]:
+        """Read the replies to the pipelined ``commands`` as ``end`` reads them one at a time."""
+        sent: list[str] = []
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+            for command in commands:
+                try:
+                    await pipeline.reply_to(command)
+                except aiosmtplib.SMTPServerDisconnected:
+                    if command != b"QUIT":
+                        raise
+                    # The server hung up after QUIT without a reply: aiosmtplib counts that as done too.
+                sent.append(command.decode())
+        return sent
+
     def close(self) -> None:
+        for job in (self._fqdn, self._verifying_context):
+            if job is None:
+                continue
+            if not job.done():
+                job.cancel()
+            elif not job.cancelled():
+                job.exception()  # retrieved: a CA file no stage got to use is not worth a warning
         if self.smtp is not None:
             self.smtp.close()
         if self.sock is not None:
@@ -108,6 +181,8 @@ def session_of(ctx: Context) -> SmtpSession:
 
 def explain_reply(code: int, message: str) -> tuple[str, Explanation | None]:
     """The reply as one line, and its explanation (None for something that is not an SMTP reply)."""
+    from relaywizard.diagnostics.replies import explain  # the reply table: only when something is refused
+
     reply = " ".join(f"{code} {message}".split())
     try:
         return reply, explain(reply)

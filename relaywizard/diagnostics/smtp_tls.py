@@ -12,17 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import ipaddress
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import aiosmtplib
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING, Any, Literal
 
 from relaywizard.core import m365
 from relaywizard.diagnostics.smtp_net import open_tcp
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 EXPIRY_WARNING_DAYS = 21
 
@@ -111,11 +112,76 @@ def version_too_old(version: str | None) -> bool:
 
 def _common_name(name: x509.Name) -> str:
     """The part people recognise: the CN ("DigiCert Cloud Services CA-1"), else the organisation."""
+    from cryptography.x509.oid import NameOID
+
     for oid in (NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME):
         found = name.get_attributes_for_oid(oid)
         if found:
             return str(found[0].value)
     return name.rfc4514_string()
+
+
+#: The attribute names ``SSLObject.getpeercert()`` uses, as RFC 4514 (and cryptography) abbreviates them.
+_RFC4514_NAMES = {
+    "commonName": "CN",
+    "localityName": "L",
+    "stateOrProvinceName": "ST",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "countryName": "C",
+    "streetAddress": "STREET",
+    "domainComponent": "DC",
+    "userId": "UID",
+}
+_RFC4514_SPECIAL = frozenset('\\"+,;<>\0')
+
+
+class _NotPlain(ValueError):
+    """A decoded certificate that only cryptography can render exactly like a DER-read one."""
+
+
+def _plain_name(name: Any) -> list[tuple[str, str]]:
+    """``getpeercert()``'s name (RDNs of (attribute, value) pairs) as (RFC 4514 abbreviation, value), in
+    certificate order; ``_NotPlain`` for anything RFC 4514 would escape or spell as an OID, and for text
+    beyond printable ASCII (decoding rules differ there)."""
+    pairs = []
+    for rdn in name:
+        if len(rdn) != 1:
+            raise _NotPlain("a multi-valued RDN")
+        attribute, value = rdn[0]
+        short = _RFC4514_NAMES.get(attribute)
+        if (
+            short is None
+            or not isinstance(value, str)
+            or not value
+            or not value.isascii()
+            or not value.isprintable()
+            or value[0] in "# "
+            or value[-1] == " "
+            or not _RFC4514_SPECIAL.isdisjoint(value)
+        ):
+            raise _NotPlain(attribute)
+        pairs.append((short, value))
+    return pairs
+
+
+def _rfc4514(pairs: list[tuple[str, str]]) -> str:
+    return ",".join(f"{short}={value}" for short, value in reversed(pairs))
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _cert_time(text: str) -> dt.datetime:
+    """``getpeercert()``'s "Jun  1 12:00:00 2030 GMT" (what ``ssl.cert_time_to_seconds`` reads, without its
+    first-use cost of importing ``_strptime``); ValueError for anything else."""
+    month, day, clock, year, zone = text.split()
+    hour, minute, second = clock.split(":")
+    if zone != "GMT" or month not in _MONTHS:
+        raise ValueError(text)
+    return dt.datetime(
+        int(year), _MONTHS.index(month) + 1, int(day), int(hour), int(minute), int(second), tzinfo=dt.UTC
+    )
 
 
 @dataclass(frozen=True)
@@ -131,6 +197,10 @@ class CertificateInfo:
 
     @classmethod
     def from_der(cls, der: bytes) -> CertificateInfo:
+        """Read with cryptography: for a certificate the handshake did not verify (``ssl`` decodes only
+        verified ones), or one ``from_decoded`` cannot render exactly."""
+        from cryptography import x509  # ~20 ms to import: only when it is needed
+
         cert = x509.load_der_x509_certificate(der)
         try:
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -145,6 +215,34 @@ class CertificateInfo:
             issuer_name=_common_name(cert.issuer),
             not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc,
+        )
+
+    @classmethod
+    def from_decoded(cls, cert: Mapping[str, Any]) -> CertificateInfo:
+        """From ``getpeercert()`` of a verified certificate, the same as ``from_der`` would read it.
+
+        ``_NotPlain`` when a name needs RFC 4514 escaping or has attributes without an abbreviation:
+        ``from_der`` renders those.
+        """
+        subject, issuer = _plain_name(cert.get("subject", ())), _plain_name(cert.get("issuer", ()))
+        dns_names, ips = [], []
+        for kind, value in cert.get("subjectAltName", ()):
+            if kind == "DNS":
+                dns_names.append(value)
+            elif kind == "IP Address":
+                try:
+                    ips.append(str(ipaddress.ip_address(value.strip())))
+                except ValueError:
+                    raise _NotPlain(f"IP address {value!r}") from None
+        issuer_name = next((value for short, value in issuer if short == "CN"), None)
+        issuer_name = issuer_name or next((value for short, value in issuer if short == "O"), None)
+        return cls(
+            subject=_rfc4514(subject),
+            names=dns_names + ips,
+            issuer=_rfc4514(issuer),
+            issuer_name=issuer_name or _rfc4514(issuer),
+            not_before=_cert_time(cert["notBefore"]),
+            not_after=_cert_time(cert["notAfter"]),
         )
 
     def days_left(self, now: dt.datetime | None = None) -> int:
@@ -172,12 +270,7 @@ class TlsInfo:
         if ssl_object is None:
             return cls(None, None, None)
         cipher = ssl_object.cipher()
-        der = ssl_object.getpeercert(binary_form=True)
-        return cls(
-            ssl_object.version(),
-            cipher[0] if cipher else None,
-            CertificateInfo.from_der(der) if der else None,
-        )
+        return cls(ssl_object.version(), cipher[0] if cipher else None, _certificate(ssl_object))
 
     def to_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {"version": self.version, "cipher": self.cipher}
@@ -186,8 +279,23 @@ class TlsInfo:
         return data
 
 
+def _certificate(ssl_object: ssl.SSLObject) -> CertificateInfo | None:
+    return certificate_info(ssl_object.getpeercert(), ssl_object.getpeercert(binary_form=True))
+
+
+def certificate_info(decoded: Mapping[str, Any] | None, der: bytes | None) -> CertificateInfo | None:
+    """The peer's certificate from what ``ssl`` decoded (only a verified one is), which spares importing
+    cryptography; from ``der`` when there is no decoded form or it has what only cryptography renders."""
+    if decoded:
+        with contextlib.suppress(KeyError, ValueError):  # _NotPlain is a ValueError
+            return CertificateInfo.from_decoded(decoded)
+    return CertificateInfo.from_der(der) if der else None
+
+
 async def probe(host: str, port: int, source_address: str | None, ehlo: str, step: float) -> TlsInfo | None:
     """A second connection that only fetches the certificate and version, without verifying them."""
+    import aiosmtplib  # this module is imported before a run starts (``smtp_ahead``); aiosmtplib is not
+
     sock = await open_tcp(host, port, source_address, step)
     try:
         smtp = aiosmtplib.SMTP(hostname=host, sock=sock, local_hostname=ehlo, timeout=step, start_tls=False)

@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import ssl
 import warnings
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -89,6 +90,12 @@ class Script:
     data_reply: str = "250 2.0.0 OK queued as FAKE123"
     close_at: str | None = None
     """Drop the connection when this command (its verb) arrives."""
+    hang_at: str | None = None
+    """Stop answering, but keep the connection, when this command (its verb) arrives."""
+    pipelining: bool = True
+    """Offer PIPELINING (RFC 2920) in the EHLO reply."""
+    coalesce_replies: bool = False
+    """Answer commands that arrived together in one packet, as Postfix does; else one write per reply."""
 
 
 _AUTH_OK = "235 2.7.0 Authentication successful"
@@ -110,6 +117,8 @@ class FakeSmtp:
     def __init__(self, script: Script) -> None:
         self.script = script
         self.commands: list[str] = []
+        self.batches: list[list[str]] = []
+        """The commands again, grouped by the read they arrived in: one group per client write."""
         self.messages: list[bytes] = []
         self.sessions = 0
         self.disconnects = 0
@@ -133,6 +142,10 @@ class FakeSmtp:
     def verbs(self) -> list[str]:
         return [line.split(" ", 1)[0].upper() for line in self.commands]
 
+    def writes(self) -> list[list[str]]:
+        """The verbs of the commands, grouped by the client write they came in."""
+        return [[line.split(" ", 1)[0].upper() for line in batch] for batch in self.batches if batch]
+
     # -- one session ---------------------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -155,17 +168,42 @@ class _Session:
         self.reader = reader
         self.writer = writer
         self.tls = False
+        self.sender: str | None = None
+        self.pending = bytearray()
+        """Read but not yet handled: the rest of a client write (pipelined commands)."""
+        self.batch: list[str] = []
+        self.held: list[str] = []
+        """Replies kept back to go out together (``coalesce_replies``)."""
 
     async def send(self, *lines: str) -> None:
-        self.writer.write("".join(line + "\r\n" for line in lines).encode())
+        self.held += lines
+        if self.script.coalesce_replies and b"\n" in self.pending:
+            return  # more commands of this write to answer first
+        self.writer.write("".join(line + "\r\n" for line in self.held).encode())
+        self.held = []
         await self.writer.drain()
 
+    async def raw_line(self) -> bytes:
+        """One line as the client sent it (b"" at the end of the stream)."""
+        while b"\n" not in self.pending:
+            chunk = await self.reader.read(65536)
+            if not chunk:
+                return b""
+            self.pending += chunk
+            self.batch = []
+            self.peer.batches.append(self.batch)
+        end = self.pending.index(b"\n") + 1
+        raw = bytes(self.pending[:end])
+        del self.pending[:end]
+        return raw
+
     async def line(self) -> str:
-        raw = await self.reader.readline()
+        raw = await self.raw_line()
         if not raw:
             raise _Closed
         text = raw.decode("utf-8", "replace").rstrip("\r\n")
         self.peer.commands.append(text)
+        self.batch.append(text)
         return text
 
     async def run(self) -> None:
@@ -180,6 +218,10 @@ class _Session:
             verb = verb.upper()
             if self.script.close_at is not None and verb == self.script.close_at.upper():
                 return
+            if self.script.hang_at is not None and verb == self.script.hang_at.upper():
+                while await self.reader.read(1024):  # silent until the client gives up
+                    pass
+                return
             handler = getattr(self, f"do_{verb.lower()}", None)
             if handler is None:
                 await self.send("500 5.5.2 Unrecognized command")
@@ -191,7 +233,9 @@ class _Session:
         if refusal is not None:
             await self.send(refusal)
             return
-        lines = [f"fake.test Hello {argument}", "SIZE 36700160", "PIPELINING", "ENHANCEDSTATUSCODES"]
+        lines = [f"fake.test Hello {argument}", "SIZE 36700160", "ENHANCEDSTATUSCODES"]
+        if self.script.pipelining:
+            lines.insert(2, "PIPELINING")
         if self.script.starttls and not self.tls:
             lines.append("STARTTLS")
         if self.script.auth and (self.tls or self.script.auth_before_tls):
@@ -246,9 +290,14 @@ class _Session:
             await self.send(_AUTH_OK if ok else _AUTH_FAILED)
 
     async def do_mail(self, argument: str) -> None:
-        await self.send(self.script.mail_replies.get(_path(argument), "250 2.1.0 Sender OK"))
+        reply = self.script.mail_replies.get(_path(argument), "250 2.1.0 Sender OK")
+        self.sender = _path(argument) if reply.startswith("250") else None
+        await self.send(reply)
 
     async def do_rcpt(self, argument: str) -> None:
+        if self.sender is None:
+            await self.send("503 5.5.1 Error: need MAIL command")
+            return
         await self.send(self.script.rcpt_replies.get(_path(argument), "250 2.1.5 Recipient OK"))
 
     async def do_data(self, argument: str) -> None:
@@ -257,7 +306,7 @@ class _Session:
             return
         lines: list[bytes] = []
         while True:
-            raw = await self.reader.readline()
+            raw = await self.raw_line()
             if not raw:
                 raise _Closed
             if raw == b".\r\n":
@@ -266,9 +315,11 @@ class _Session:
         self.peer.commands.append("<message>")
         if self.script.data_reply.startswith("250"):
             self.peer.messages.append(b"".join(lines))
+        self.sender = None
         await self.send(self.script.data_reply)
 
     async def do_rset(self, argument: str) -> None:
+        self.sender = None
         await self.send("250 2.0.0 Resetting")
 
     async def do_noop(self, argument: str) -> None:
@@ -290,6 +341,10 @@ def _path(argument: str) -> str:
     """``FROM:<a@b> SIZE=1`` → ``a@b``."""
     start, end = argument.find("<"), argument.find(">")
     return argument[start + 1 : end] if 0 <= start < end else ""
+
+
+StartPeer = Callable[..., Awaitable[FakeSmtp]]
+"""The ``peer`` fixture: starts a ``FakeSmtp`` with the trusted certificate and ``Script(**kwargs)``."""
 
 
 async def silent_listener() -> tuple[asyncio.Server, int]:

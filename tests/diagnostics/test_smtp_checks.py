@@ -9,7 +9,7 @@ import email
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,13 +19,11 @@ from relaywizard.diagnostics.runner import DiagnosticsRun
 from relaywizard.diagnostics.smtp_checks import SMTP_CHECKS, ConnectCheck
 from relaywizard.diagnostics.smtp_net import ConnectFailure
 from relaywizard.diagnostics.smtp_session import scrub
-from tests.diagnostics.fake_smtp import HOST, PASSWORD, TOKEN, USER, Certificates, FakeSmtp, Script
+from tests.diagnostics.fake_smtp import HOST, PASSWORD, TOKEN, USER, Certificates, FakeSmtp, StartPeer
 
 IDS = [cls.id for cls in SMTP_CHECKS]
 FROM = USER
 TO = "alice@fake.test"
-
-StartPeer = Callable[..., Awaitable[FakeSmtp]]
 
 
 class NoDns:
@@ -34,27 +32,6 @@ class NoDns:
 
     def describe(self) -> str:
         return "no resolver"
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    return Certificates(tmp_path_factory.mktemp("certs"))
-
-
-@pytest.fixture
-async def peer(certs: Certificates) -> AsyncIterator[StartPeer]:
-    """Start a scripted peer (with the trusted certificate unless the script says otherwise)."""
-    started: list[FakeSmtp] = []
-
-    async def start(cert: str = "valid", **script: Any) -> FakeSmtp:
-        script.setdefault("tls", certs.server_context(cert))  # type: ignore[arg-type]
-        fake = await FakeSmtp(Script(**script)).start()
-        started.append(fake)
-        return fake
-
-    yield start
-    for fake in started:
-        await fake.close()
 
 
 def target_for(fake: FakeSmtp | int, certs: Certificates, **overrides: Any) -> Target:
