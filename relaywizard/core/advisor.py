@@ -14,7 +14,7 @@ rule  TLS 1.2 + signs in + 587  OAuth   external  static IP  method       auth  
 1     all yes                   yes     any       any        smtp-auth    oauth     no     smtp-auth-oauth
 2     all yes                   no, ?   any       any        smtp-auth    password  no     smtp-auth-password
 3     not all yes               any     yes       yes        connector    none      no     connector
-4     not all yes               any     yes       no, ?      smtp-auth    oauth     yes    relay
+4     not all yes               any     yes       no, ?      smtp-auth    password  yes    relay
 5     not all yes               any     no        any        direct-send  none      no     direct-send
 ====  ========================  ======  ========  =========  ===========  ========  =====  ==================
 
@@ -103,7 +103,8 @@ def _decide(caps: Capabilities) -> tuple[Method, AuthChoice, bool, str]:
     if caps.external_recipients:
         if caps.static_ip is True:
             return "connector", "none", False, "connector"
-        return "smtp-auth", "oauth", True, "relay"
+        # The relay signs in with a password until relaywizard's OAuth support lands (see the warning).
+        return "smtp-auth", "password", True, "relay"
     return "direct-send", "none", False, "direct-send"
 
 
@@ -228,9 +229,11 @@ def recommend(capabilities: Capabilities, use_case: UseCase, *, today: date | No
         advice.warnings += [
             "This computer has to stay on and reachable from the device: while it is off, the device "
             "cannot send.",
-            "OAuth needs an app registration in Microsoft Entra ID with an admin's consent; a password "
-            "works too until Basic authentication is switched off.",
-            _smtp_auth_must_be_enabled("The mailbox the relay signs in as", oauth=True),
+            "The relay signs in with the mailbox's password for now: "
+            + basic_auth_warning(today)
+            + " relaywizard's relay moves to OAuth 2.0 (an app registration in Microsoft Entra ID with "
+            "an admin's consent) when its OAuth support arrives.",
+            _smtp_auth_must_be_enabled("The mailbox the relay signs in as", oauth=False),
         ]
     else:  # direct-send
         advice.reasons += [

@@ -97,13 +97,13 @@ def test_the_combinations_are_exhaustive() -> None:
             ("connector", "none", False, "connector"),
         ),
         # 4: external recipients without a static IP → the local relay in front of SMTP AUTH
-        ({"tls12": False, "external_recipients": True}, ("smtp-auth", "oauth", True, "relay")),
+        ({"tls12": False, "external_recipients": True}, ("smtp-auth", "password", True, "relay")),
         (
             {"tls12": False, "external_recipients": True, "static_ip": None},
-            ("smtp-auth", "oauth", True, "relay"),
+            ("smtp-auth", "password", True, "relay"),
         ),
-        ({"port_587": False, "external_recipients": True}, ("smtp-auth", "oauth", True, "relay")),
-        ({"can_authenticate": None, "external_recipients": True}, ("smtp-auth", "oauth", True, "relay")),
+        ({"port_587": False, "external_recipients": True}, ("smtp-auth", "password", True, "relay")),
+        ({"can_authenticate": None, "external_recipients": True}, ("smtp-auth", "password", True, "relay")),
         # 5: internal recipients only → Direct Send
         ({"tls12": False}, ("direct-send", "none", False, "direct-send")),
         ({"tls12": False, "static_ip": True}, ("direct-send", "none", False, "direct-send")),

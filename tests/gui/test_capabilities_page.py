@@ -257,7 +257,7 @@ def test_next_writes_the_answers_and_the_advice(qtbot: QtBot, tmp_path: Path) ->
     )
     assert (plan.method, plan.auth, plan.relay.enabled, plan.method_overridden) == (
         "smtp-auth",
-        "oauth",
+        "password",
         True,
         False,
     )
