@@ -226,18 +226,23 @@ def test_sigkill_under_load_loses_nothing_that_got_250(
         except (smtplib.SMTPException, OSError):
             return  # the relay was killed under this device
 
-    devices = [threading.Thread(target=device, args=(n,)) for n in range(4)]
-    for thread in devices:
-        thread.start()
-    deadline = time.monotonic() + 30
-    while len(acked) < 150 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert len(acked) >= 150, "the devices could not send"
-    relay.process.send_signal(signal.SIGKILL)
-    relay.process.wait(10)
-    stop.set()
-    for thread in devices:
-        thread.join(20)
+    try:
+        devices = [threading.Thread(target=device, args=(n,)) for n in range(4)]
+        for thread in devices:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while len(acked) < 150 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(acked) >= 150, "the devices could not send"
+        relay.process.send_signal(signal.SIGKILL)
+        relay.process.wait(10)
+        stop.set()
+        for thread in devices:
+            thread.join(20)
+    finally:
+        if relay.process.poll() is None:
+            relay.process.kill()
+            relay.process.wait(10)
     answered = set(acked)
 
     restarted = RelayProcess(lab, keyring_env, tmp_path / "home", tmp_path / "spool")
