@@ -77,7 +77,8 @@ def _named_command(argv: Sequence[str]) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
-    parser = build_parser(_named_command(argv))
+    # No arguments means the wizard: build only its parser, so a plain start imports no other command.
+    parser = build_parser(_named_command(argv) if argv else "wizard")
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["wizard"])

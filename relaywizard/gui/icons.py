@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from importlib import resources
+from importlib import import_module
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtGui import QIcon
 
-from relaywizard.diagnostics.model import Status
+if TYPE_CHECKING:
+    from relaywizard.diagnostics.model import Status
+
+# Qt reads icons from files: those in the package's folder (where pip and PyInstaller put package data),
+# found without importlib.resources, which costs a dozen imports before the first window.
+_FOLDER = Path(str(import_module("relaywizard.resources").__file__)).parent / "icons"
 
 
 def path(name: str) -> Path:
     """The file of icon ``name`` (``pass``, ``warn``, ``fail``, ``skip``, ``running``, ...)."""
-    return Path(str(resources.files("relaywizard.resources") / "icons" / f"{name}.svg"))
+    return _FOLDER / f"{name}.svg"
 
 
 def icon(name: str) -> QIcon:

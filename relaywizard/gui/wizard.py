@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QSettings, QSize, Qt
-from PySide6.QtGui import QCloseEvent, QIcon
-from PySide6.QtWidgets import QLabel, QListWidget, QListWidgetItem, QMessageBox, QWizard, QWizardPage
+# Only what the first window needs is imported here: each Qt name costs on first use (``Qt`` itself, the
+# namespace of every enum, ~20 ms), and the pages come from relaywizard.gui.pages when first shown.
+from PySide6.QtCore import QSettings, QSize
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import QLabel, QListWidget, QListWidgetItem, QWizard, QWizardPage
 
 from relaywizard.core.plan import SetupPlan, UseCase
 from relaywizard.gui import icons
 from relaywizard.gui.services import Services
+
+if TYPE_CHECKING:
+    from PySide6.QtGui import QCloseEvent
 
 
 class PageId(IntEnum):
@@ -68,19 +74,44 @@ class SetupWizard(QWizard):
         self._steps = QListWidget()
         self._steps.setObjectName("steps")
         self._steps.setAccessibleName("Steps of the setup")
-        self._steps.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self._steps.setProperty("focusPolicy", "NoFocus")  # Qt.FocusPolicy.NoFocus, without loading ``Qt``
         self._steps.setSelectionMode(QListWidget.SelectionMode.NoSelection)
         self._steps.setFrameShape(QListWidget.Shape.NoFrame)
         self._steps.setMinimumWidth(170)
         self.setSideWidget(self._steps)
-        from relaywizard.gui.pages import all_pages
-
-        for page_id, page in all_pages():
-            self.setPage(page_id, page)
+        self._add_page(PageId.START)  # the others are made when first needed: see `page` below
         self.setStartId(PageId.START)
         self.currentIdChanged.connect(self._update_steps)
         self._restore_size()
         self._update_steps(PageId.START)
+
+    # -- pages, made on first use ----------------------------------------------------------------
+
+    def _add_page(self, page_id: int) -> None:
+        """Make and register the page of step ``page_id`` unless it exists (or is no step)."""
+        if page_id not in STEP_TITLES or super().page(page_id) is not None:
+            return
+        from relaywizard.gui.pages import make_page
+
+        self.setPage(page_id, make_page(PageId(page_id)))
+
+    def page(self, page_id: int, /) -> QWizardPage:
+        """The page of step ``page_id``, made now if it was not yet (for callers in Python)."""
+        self._add_page(page_id)
+        return super().page(page_id)
+
+    def setStartId(self, page_id: int, /) -> None:
+        self._add_page(page_id)
+        super().setStartId(page_id)
+
+    def validateCurrentPage(self) -> bool:
+        """Next (and Finish) ask this first: the page Next leads to is made here, before Qt looks it up."""
+        if not super().validateCurrentPage():
+            return False
+        following = self.nextId()
+        if following != -1:
+            self._add_page(following)
+        return True
 
     # -- navigation ------------------------------------------------------------------------------
 
@@ -120,6 +151,9 @@ class SetupWizard(QWizard):
             self._steps.addItem(item)
 
     def _show_help(self) -> None:
+        from PySide6.QtCore import Qt
+        from PySide6.QtWidgets import QMessageBox
+
         page = self.currentPage()
         text = page.help_text if isinstance(page, PlanPage) and page.help_text else "No help for this page."
         box = QMessageBox(QMessageBox.Icon.Information, f"Help — {page.title()}", text, parent=self)
@@ -152,6 +186,8 @@ class SetupWizard(QWizard):
 
 def heading(text: str) -> QLabel:
     """A section heading inside a page."""
+    from PySide6.QtCore import Qt
+
     label = QLabel(f"<b>{text}</b>")
     label.setTextFormat(Qt.TextFormat.RichText)
     return label
