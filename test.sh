@@ -15,4 +15,17 @@ echo "== mypy --strict"
 "$VENV/bin/mypy" --strict relaywizard
 echo "== pytest"
 export QT_QPA_PLATFORM=offscreen
-exec timeout --kill-after=30 "${RELAYWIZARD_TEST_TIMEOUT:-1200}" "$VENV/bin/python" -m pytest "$@"
+PYTEST=(timeout --kill-after=30 "${RELAYWIZARD_TEST_TIMEOUT:-1200}" "$VENV/bin/python" -m pytest)
+if [ $# -gt 0 ]; then
+  exec "${PYTEST[@]}" "$@"
+fi
+# The whole suite. The GUI test modules each run in a process of their own: a test process that ran
+# several of them together has crashed in Qt's event processing (a known open problem, see the issue
+# notes), and one module per process has not. A crash still fails the run; nothing is skipped.
+status=0
+"${PYTEST[@]}" -ra --ignore=tests/gui || status=$?
+for module in tests/gui/test_*.py; do
+  "${PYTEST[@]}" -ra "$module" || status=$?
+done
+[ "$status" -eq 0 ] && echo "test.sh: every test run passed" || echo "test.sh: a test run failed ($status)"
+exit "$status"
