@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
-import pytest
 import qasync
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication
@@ -31,42 +30,11 @@ from relaywizard.gui.diagnostics_view import (
     facts,
     headline,
 )
+from tests.gui.conftest import run, until
 
 T = TypeVar("T")
 
-# -- running asyncio under Qt in a test --------------------------------------------------------------------
-
-
-@pytest.fixture
-def qloop(qapp: QApplication) -> Iterator[qasync.QEventLoop]:
-    """qasync's loop over the test's QApplication: asyncio tasks and Qt events run together, as in the app."""
-    loop = qasync.QEventLoop(qapp)
-    asyncio.set_event_loop(loop)
-    try:
-        yield loop
-    finally:
-        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.wait(pending, timeout=5))
-        asyncio.set_event_loop(None)
-        loop.close()
-
-
-def run(loop: qasync.QEventLoop, coroutine: Coroutine[Any, Any, T], timeout: float = 15) -> T:
-    """Run a test's scenario on the qasync loop; a hang fails the test instead of stalling the session."""
-    result: T = loop.run_until_complete(asyncio.wait_for(coroutine, timeout))
-    return result
-
-
-async def until(condition: Callable[[], object], within: float = 5.0, what: str = "the condition") -> None:
-    """Let the loop run (Qt events and asyncio tasks) until ``condition()`` holds."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not hold within {within:g} s")
-        await asyncio.sleep(0.01)
+# qloop, run and until come from tests/gui/conftest.py: asyncio under Qt, as in the app.
 
 
 # -- scripted runs -----------------------------------------------------------------------------------------

@@ -36,11 +36,10 @@ from relaywizard.gui.services import Services
 from relaywizard.gui.wizard import PageId, SetupWizard
 from tests.core.test_secrets import MemoryKeyring, RaisingKeyring
 from tests.diagnostics.fake_smtp import silent_listener
-from tests.gui.test_diagnostics_view import FakeRuns, Scripted, qloop, run, until
+from tests.gui.conftest import run, until
+from tests.gui.test_diagnostics_view import FakeRuns, Scripted
 from tests.lab.lab import Lab
 from tests.lab.mail import ACCOUNTS
-
-__all__ = ["qloop"]  # the fixture, imported
 
 SCANNER = ACCOUNTS[0]
 
