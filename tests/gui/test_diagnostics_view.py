@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import qasync
 from PySide6.QtCore import Qt, QTimer
@@ -31,8 +31,6 @@ from relaywizard.gui.diagnostics_view import (
     headline,
 )
 from tests.gui.conftest import run, until
-
-T = TypeVar("T")
 
 # qloop, run and until come from tests/gui/conftest.py: asyncio under Qt, as in the app.
 
