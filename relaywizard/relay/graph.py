@@ -1,0 +1,341 @@
+"""Microsoft Graph as the relay's upstream, for tenants that turn SMTP AUTH off.
+
+``GraphSession`` offers what ``UpstreamSession`` offers the forwarder (``ready()``, ``send()`` returning a
+``Transaction``, ``close()``, ``abort()``, ``connected``, ``where``, ``connects``), so the forwarder can take
+either. A message goes as Graph's documented MIME send: ``POST {base}/users/{upn}/sendMail`` with the
+whole message base64-encoded as a ``text/plain`` body; ``202 Accepted`` means Exchange Online took it.
+What each other answer means is in ``graph_errors``; in short:
+
+- ``401`` once: the token source is told (``on_rejected``), a fresh token is fetched and the request sent
+  once more; a second ``401`` is ``AuthFailed``, and the message stays queued.
+- ``429`` and ``5xx``: when Graph's ``Retry-After`` (or, without one, a short backoff) is at most
+  ``inline_wait`` seconds, the session waits and tries again itself, up to ``inline_retries`` times;
+  otherwise the message is deferred with a ``451`` ``GraphTransaction`` whose ``retry_after`` carries
+  Graph's delay. Nothing is dropped: a deferred message stays in the spool.
+- Network errors and timeouts raise ``UpstreamUnavailable``, as for SMTP.
+
+Recipients: Graph takes them from the message's To, Cc and Bcc headers, not from an SMTP envelope, and
+Exchange removes Bcc from the copies recipients get. The relay's truth is the envelope (the device strips
+Bcc from the header; an alias may expand), so ``graph_mime`` rewrites the header to send to exactly the
+envelope's recipients: To and Cc stay as they are when they name only envelope recipients (the usual
+case); an address the envelope does not list is taken out of them; any Bcc the device left is removed;
+and the envelope recipients not named in To or Cc go into a new Bcc header. The envelope sender is not
+used: Graph sends as the mailbox in the URL, and bounces go to that mailbox.
+
+The token comes from ``token_source`` (for app-only access, a client-credentials token for the scope
+``https://graph.microsoft.com/.default`` with the ``Mail.Send`` application permission); it is put in the
+Authorization header and nowhere else: not in a log, an exception or a repr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import re
+import ssl
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import httpx
+
+from relaywizard.relay.config import DEFAULT_GRAPH_URL
+from relaywizard.relay.graph_errors import MAX_REQUEST_BYTES, judge, read_error, retry_after
+from relaywizard.relay.model import Upstream
+from relaywizard.relay.upstream_session import (
+    AuthFailed,
+    Buffer,
+    SessionError,
+    Transaction,
+    UpstreamRefused,
+    UpstreamUnavailable,
+    tls_context,
+)
+
+#: The scope of an app-only token for Graph (the app needs the Mail.Send application permission).
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+INLINE_WAIT = 10.0
+INLINE_RETRIES = 2
+RETRYABLE = frozenset({429, 500, 502, 503, 504})
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_LINE_ENDS = re.compile(rb"\r\n|\n|\r(?!\n)")
+_RECIPIENT_FIELDS = (b"to", b"cc")
+
+TokenSource = Callable[[], Awaitable[str]]
+
+
+@dataclass
+class GraphTransaction(Transaction):
+    """A ``Transaction`` that may also say how long Graph asked the relay to wait (``Retry-After``)."""
+
+    retry_after: float | None = None
+
+
+def graph_context(ca_file: str | None) -> ssl.SSLContext:
+    """TLS for Graph: the system's CAs plus ``ca_file``, TLS 1.2 or later (``ForwarderConfigError``)."""
+    return tls_context(Upstream(host="graph", port=443, tls="implicit", ca_file=ca_file))
+
+
+# -- the message as Graph needs it ------------------------------------------------------------------------
+
+
+def _fields(header: bytes) -> list[bytes]:
+    """The header block as whole fields, each with its folded continuation lines."""
+    fields: list[bytes] = []
+    for line in header.splitlines(keepends=True):
+        if fields and line[:1] in (b" ", b"\t"):
+            fields[-1] += line
+        else:
+            fields.append(line)
+    return fields
+
+
+def _name(field: bytes) -> bytes:
+    return field.split(b":", 1)[0].strip().lower() if b":" in field else b""
+
+
+def _addresses(field: bytes) -> list[tuple[str, str]]:
+    value = field.split(b":", 1)[1].decode("utf-8", "surrogateescape")
+    return [
+        (name, address) for name, address in email.utils.getaddresses([" ".join(value.split())]) if address
+    ]
+
+
+def _address_field(name: str, pairs: Sequence[tuple[str, str]]) -> bytes:
+    """``Name: a, b`` folded one address a line, so no line grows past what mail allows."""
+    shown = ",\r\n ".join(email.utils.formataddr(pair) for pair in pairs)
+    return f"{name}: {shown}\r\n".encode("utf-8", "surrogateescape")
+
+
+def graph_mime(content: Sequence[Buffer], recipients: Sequence[str]) -> bytes:
+    """The message with CRLF line ends and a header that makes Graph deliver to exactly ``recipients``."""
+    data = _LINE_ENDS.sub(b"\r\n", b"".join(bytes(part) for part in content))
+    end = _HEADER_END.search(data)
+    header, body = (data[: end.start()], data[end.start() + 2 :]) if end else (data, b"\r\n")
+    header = header.rstrip(b"\r\n") + b"\r\n"
+    wanted = {address.lower() for address in recipients}
+    named: set[str] = set()
+    kept: list[bytes] = []
+    for field in _fields(header):
+        if not field.strip():
+            continue
+        name = _name(field)
+        if name == b"bcc":
+            continue  # the envelope decides who gets a blind copy
+        if name in _RECIPIENT_FIELDS:
+            pairs = _addresses(field)
+            inside = [pair for pair in pairs if pair[1].lower() in wanted]
+            named.update(address.lower() for _, address in inside)
+            if len(inside) != len(pairs):
+                if not inside:
+                    continue
+                field = _address_field(field.split(b":", 1)[0].decode("ascii", "replace").strip(), inside)
+        kept.append(field)
+    blind, seen = [], set(named)
+    for address in recipients:
+        if address.lower() not in seen:
+            seen.add(address.lower())
+            blind.append(("", address))
+    if blind:
+        kept.append(_address_field("Bcc", blind))
+    return b"".join(kept) + body
+
+
+def request_size(message_bytes: int) -> int:
+    """Bytes of the base64 body Graph receives for a message of ``message_bytes``."""
+    return 4 * ((message_bytes + 2) // 3)
+
+
+# -- the session ------------------------------------------------------------------------------------------
+
+
+class GraphSession:
+    """Sends messages with Graph's ``sendMail`` as one mailbox; an HTTPS client kept open between messages."""
+
+    def __init__(
+        self,
+        mailbox: str,
+        token_source: TokenSource,
+        *,
+        on_rejected: Callable[[], None] | None = None,
+        base_url: str = DEFAULT_GRAPH_URL,
+        context: ssl.SSLContext | None = None,
+        timeout: float = 60.0,
+        max_request_bytes: int | None = MAX_REQUEST_BYTES,
+        inline_wait: float = INLINE_WAIT,
+        inline_retries: int = INLINE_RETRIES,
+        trust_env: bool = True,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.mailbox = mailbox
+        self.base_url = base_url.rstrip("/")
+        self.url = f"{self.base_url}/users/{urllib.parse.quote(mailbox, safe='@')}/sendMail"
+        self._token_source = token_source
+        self._on_rejected = on_rejected
+        self.context = context if context is not None else graph_context(None)
+        self.timeout = timeout
+        self.max_request_bytes = max_request_bytes
+        self.inline_wait = inline_wait
+        self.inline_retries = inline_retries
+        self.trust_env = trust_env  # HTTPS_PROXY and NO_PROXY from the environment, as offices need
+        self._sleep = sleep
+        self._clock = clock
+        self._client: httpx.AsyncClient | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+        self._vouch = True  # the next ready() may say "a working session was just made"
+        self._suspect = False  # a session failure happened, and no message has gone since
+        self.connects = 0
+        self.requests = 0
+
+    def __repr__(self) -> str:
+        return f"GraphSession(mailbox={self.mailbox!r}, url={self.url!r})"
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    @property
+    def where(self) -> str:
+        host = urllib.parse.urlsplit(self.base_url).netloc or self.base_url
+        return f"Microsoft Graph ({host})"
+
+    async def ready(self) -> bool:
+        """Make the session usable; True when it says the upstream works after a failure (or at first).
+
+        HTTP has nothing like SMTP's AUTH to prove a session works before a message is sent, so the
+        session vouches for the upstream at its first use, and after a failure only once a message has
+        gone through again: a probe that fails again does not report the upstream as back.
+        """
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                verify=self.context,
+                timeout=httpx.Timeout(self.timeout),
+                trust_env=self.trust_env,
+                follow_redirects=False,
+                headers={"User-Agent": "relaywizard"},
+            )
+            self.connects += 1
+            await self._token()  # a token that cannot be had fails here, as a wrong password fails AUTH
+        vouch, self._vouch = self._vouch, False
+        return vouch
+
+    async def _token(self) -> str:
+        try:
+            return await self._token_source()
+        except Exception as exc:  # MSAL refused the refresh, a locked keyring, the authority down...
+            reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            raise self._failed(
+                AuthFailed(f"The relay has no usable token for Graph as {self.mailbox}: {reason}")
+            ) from None
+
+    def _failed(self, error: SessionError) -> SessionError:
+        self._vouch, self._suspect = False, True
+        return error
+
+    async def send(self, sender: str, recipients: list[str], content: Sequence[Buffer]) -> Transaction:
+        """Send one message; ``sender`` is not used (Graph sends as the mailbox in the URL)."""
+        client = self._client
+        if client is None:
+            raise UpstreamUnavailable(f"The session to {self.where} is not open.")
+        message = graph_mime(content, recipients)
+        size = request_size(len(message))
+        if self.max_request_bytes is not None and size > self.max_request_bytes:
+            return GraphTransaction(
+                "data",
+                552,
+                f"552 5.3.0 The message is too large for Graph: {size} bytes once encoded, and sendMail "
+                f"takes at most {self.max_request_bytes} (about 3 MB of message); send large scans "
+                "through SMTP or in several parts",
+            )
+        body = base64.b64encode(message)
+        del message
+        refreshed = False
+        waits = 0
+        while True:
+            response = await self._post(client, body)
+            if response.status_code == 401:
+                if not refreshed:
+                    refreshed = True
+                    if self._on_rejected is not None:
+                        self._on_rejected()
+                    continue
+                error = read_error(response)
+                raise self._failed(
+                    AuthFailed(
+                        f"Graph refused the relay's token for {self.mailbox} twice ({error}): the token must "
+                        f"be for {GRAPH_SCOPE} from the mailbox's tenant",
+                        str(error),
+                    )
+                )
+            wait = retry_after(response, self._clock())
+            if response.status_code in RETRYABLE and waits < self.inline_retries:
+                delay = wait if wait is not None else 2.0**waits
+                if delay <= self.inline_wait:
+                    waits += 1
+                    await self._sleep(delay)
+                    continue
+            verdict = judge(read_error(response), self.mailbox, wait)
+            if verdict.outcome == "auth":
+                raise self._failed(AuthFailed(verdict.reply, verdict.reply))
+            if verdict.outcome == "refused":
+                raise self._failed(UpstreamRefused(verdict.reply, verdict.reply))
+            if verdict.outcome == "delivered" and self._suspect:
+                self._suspect, self._vouch = False, True
+            accepted = recipients if verdict.outcome == "delivered" else []
+            return GraphTransaction(
+                "data",
+                verdict.code,
+                verdict.reply,
+                accepted=list(accepted),
+                retry_after=wait if verdict.outcome == "retry" else None,
+            )
+
+    async def _post(self, client: httpx.AsyncClient, body: bytes) -> httpx.Response:
+        token = await self._token()
+        self.requests += 1
+        try:
+            return await client.post(
+                self.url,
+                content=body,
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"},
+            )
+        except httpx.HTTPError as exc:
+            self.abort()
+            raise self._failed(self._network_error(exc)) from None
+
+    def _network_error(self, exc: httpx.HTTPError) -> UpstreamUnavailable:
+        """One readable sentence for a network, TLS or protocol failure (never with the token in it)."""
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                return UpstreamUnavailable(
+                    f"The certificate of {self.where} could not be verified ({cause.verify_message})."
+                )
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(exc, httpx.TimeoutException):
+            return UpstreamUnavailable(f"{self.where} did not answer in time.")
+        reason = str(exc).strip().rstrip(".") or type(exc).__name__
+        return UpstreamUnavailable(f"Cannot talk to {self.where}: {reason}.")
+
+    async def close(self) -> None:
+        """Close the HTTPS connections. Never called while a request is under way."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    def abort(self) -> None:
+        """Drop the client at once (after an error, or when cancelled mid-request)."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            task = asyncio.get_running_loop().create_task(client.aclose())
+        except RuntimeError:  # no loop any more: nothing left to close politely
+            return
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
