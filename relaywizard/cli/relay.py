@@ -176,15 +176,29 @@ async def serve(
     devices: dict[str, str] | None = None,
     verbose: bool = False,
 ) -> None:
+    from relaywizard.relay.control import RelayStatus, start_control
     from relaywizard.relay.engine import Relay
 
+    status = RelayStatus()  # what the tray sees through the control channel
     # The forwarder logs every attempt at INFO itself; without -v only its events worth a warning show.
-    relay = Relay(config, credentials, on_event=None if verbose else _log_event, device_passwords=devices)
+    relay = Relay(
+        config,
+        credentials,
+        on_event=status.listener(None if verbose else _log_event),
+        on_queued=status.on_queued,
+        device_passwords=devices,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    await status.load_today(relay.delivery_log)
     await relay.start()
+    control = None
+    try:
+        control = await start_control(relay, status)
+    except ConfigError as exc:  # mail still flows without it; only the tray and `queue retry` miss it
+        print(f"relaywizard relay: no control channel: {exc.one_line()}", file=sys.stderr, flush=True)
     host, port = relay.address
     upstream = config.upstream
     allowed = ", ".join(map(str, config.allow)) or "authenticated devices only"
@@ -199,6 +213,8 @@ async def serve(
         await stop.wait()
     finally:
         print("relaywizard relay: stopping", file=sys.stderr, flush=True)
+        if control is not None:
+            await control.close()
         await relay.stop()
         counts = relay.counts()
         queued = sum(counts.get(state, 0) for state in counts if str(state) in ("queued", "sending"))

@@ -1,0 +1,452 @@
+"""The relay's control channel: a real Relay against the lab, a real Unix socket, real clients.
+
+Who may connect is tested twice: with the peer-uid function injected (any uid), and with a real process
+running as ``nobody`` (we are root here, as the lab needs; elsewhere through password-less sudo).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import pytest
+
+from relaywizard.relay import control
+from relaywizard.relay.config import RelayConfig
+from relaywizard.relay.control import (
+    MAX_LINE,
+    ControlServer,
+    ControlUnavailable,
+    RelayStatus,
+    allowed_uid,
+    peer_uid,
+    private_dir,
+)
+from relaywizard.relay.control_client import ControlClient, ControlError, RelayNotRunning
+from relaywizard.relay.credentials import PasswordCredentials
+from relaywizard.relay.engine import Relay
+from relaywizard.relay.forwarder_types import ForwarderEvent
+from relaywizard.relay.model import Upstream
+from tests.lab.lab import Lab
+from tests.relay.forwarder_fakes import wait_until
+
+pytestmark = pytest.mark.lab
+
+LOGIN = "scanner@lab.test"
+PASSWORD = "scanner-pass"
+
+
+@pytest.fixture
+def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A short private runtime folder (socket paths are limited to ~104 bytes; tmp_path can be longer)."""
+    folder = Path(tempfile.mkdtemp(prefix="rw-ctl-", dir="/tmp"))
+    monkeypatch.setenv(control.RUNTIME_ENV, str(folder / "run"))
+    yield folder / "run"
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def lab_config(lab: Lab, root: Path) -> RelayConfig:
+    return RelayConfig(
+        listen_host="127.0.0.1",
+        listen_port=0,
+        allow=(ipaddress.ip_network("127.0.0.1/32"),),
+        spool=root / "spool",
+        delivery_log=root / "log" / "deliveries.jsonl",
+        upstream=Upstream(
+            host=lab.host,
+            port=lab.submission_port,
+            tls="starttls",
+            user=LOGIN,
+            ca_file=str(lab.ca_file),
+            helo_name="relay.test",
+        ),
+        auth="password",
+        profile=None,
+        sender=None,
+        rate=0,
+        connections=1,
+        max_message_size=10 * 1024 * 1024,
+        hostname="relay.test",
+    )
+
+
+@dataclass
+class Running:
+    relay: Relay
+    status: RelayStatus
+    server: ControlServer
+    events: list[ForwarderEvent]
+
+    @property
+    def path(self) -> Path:
+        return self.server.path
+
+    async def client(self) -> ControlClient:
+        return await ControlClient.connect(path=self.path, wait=5)
+
+    async def send(self, to: str = "alice@lab.test") -> str:
+        subject = f"control {uuid.uuid4()}"
+        message = EmailMessage()
+        message["From"] = LOGIN
+        message["To"] = to
+        message["Subject"] = subject
+        message.set_content("Scanned page.")
+        host, port = self.relay.address
+        await aiosmtplib.send(message, hostname=host, port=port, timeout=10)
+        return subject
+
+
+@pytest.fixture
+async def running(lab: Lab, tmp_path: Path, runtime: Path) -> AsyncIterator[Running]:
+    status = RelayStatus()
+    events: list[ForwarderEvent] = []
+    relay = Relay(
+        lab_config(lab, tmp_path),
+        PasswordCredentials(LOGIN, PASSWORD),
+        on_event=status.listener(events.append),
+        on_queued=status.on_queued,
+    )
+    await relay.start()
+    server = ControlServer(relay, status, control.socket_path(relay.config.spool))
+    await server.start()
+    try:
+        yield Running(relay, status, server, events)
+    finally:
+        await server.close()
+        await relay.stop()
+
+
+async def raw(path: Path, data: bytes, *, read_all: bool = True) -> list[dict[str, Any]]:
+    """Send bytes as they are and read the replies until the server closes (or 5 s pass)."""
+    reader, writer = await asyncio.open_unix_connection(os.fspath(path), limit=2**20)
+    try:
+        writer.write(data)
+        await writer.drain()
+        if not read_all:
+            return [json.loads(await asyncio.wait_for(reader.readline(), 5))]
+        replies = []
+        async with asyncio.timeout(5):
+            while line := await reader.readline():
+                replies.append(json.loads(line))
+        return replies
+    finally:
+        writer.close()
+
+
+# -- the engine through the channel ---------------------------------------------------------------------
+
+
+async def test_status_pause_resume_and_delivery_events_of_a_real_relay(running: Running, lab: Lab) -> None:
+    async with await running.client() as client:
+        status = await client.request("status")
+        assert status["state"] == "running"
+        assert status["upstream"] == {"state": "unknown", "host": lab.host, "port": lab.submission_port}
+        assert status["delivered_today"] == status["failed_today"] == 0
+        assert status["last_error"] is None
+        assert status["counts"]["queued"] == 0
+        assert status["spool"] == str(running.relay.config.spool)
+
+        assert (await client.request("pause"))["state"] == "paused"
+        await running.send()
+        paused = await client.request("status")
+        assert paused["state"] == "paused"
+        assert paused["counts"]["queued"] == 1
+        [row] = (await client.request("queue"))["messages"]
+        assert row["state"] == "queued"
+        assert row["recipients"] == ["alice@lab.test"]
+        await asyncio.sleep(0.3)
+        assert running.relay.counts()["queued"] == 1, "a paused relay sent a message"
+
+        assert (await client.request("resume"))["state"] in ("delivering", "running")
+        assert await wait_until(lambda: running.status.delivered_today == 1, 15)
+        after = await client.request("status")
+        assert after["state"] == "running"
+        assert after["delivered_today"] == 1
+        assert after["upstream"]["state"] == "up"
+        assert (await client.request("queue"))["messages"] == []
+        assert [m["state"] for m in (await client.request("queue", all=True))["messages"]] == ["done"]
+
+
+async def test_watch_streams_queued_delivered_and_dead_events_with_the_state(running: Running) -> None:
+    async with await running.client() as client:
+        stream = client.watch()
+        first = await anext(stream)
+        assert first["event"] == "status"
+        assert first["state"] == "running"
+        await running.send()
+        queued = await asyncio.wait_for(anext(stream), 10)
+        assert queued["event"] == "queued"
+        assert queued["counts"]["queued"] == 1
+        delivered = await asyncio.wait_for(anext(stream), 15)
+        assert delivered["event"] == "delivered"
+        assert delivered["id"] == queued["id"]
+        assert delivered["state"] == "running"
+
+        await running.send(to="blocked@lab.test")
+        assert (await asyncio.wait_for(anext(stream), 10))["event"] == "queued"
+        dead = await asyncio.wait_for(anext(stream), 15)
+        assert dead["event"] == "dead"
+        assert dead["code"] == "5.4.1"
+        assert dead["state"] == "errors waiting"
+        await stream.aclose()
+
+    async with await running.client() as client:
+        status = await client.request("status")
+        assert status["state"] == "errors waiting"
+        assert status["failed_today"] == 1
+        assert status["last_error"]["kind"] == "dead"
+        assert status["last_error"]["code"] == "5.4.1"
+
+
+async def test_queue_actions_retry_export_and_delete_a_dead_message(running: Running, tmp_path: Path) -> None:
+    await running.send(to="blocked@lab.test")
+    assert await wait_until(lambda: running.relay.counts()["dead"] == 1, 15)
+    async with await running.client() as client:
+        [dead] = (await client.request("queue"))["messages"]
+        assert dead["state"] == "dead"
+        assert "recipient" in dead["explanation"].lower()
+
+        exported = await client.request("export", id=dead["id"], path=str(tmp_path))
+        assert Path(exported["path"]) == tmp_path / f"{dead['id']}.eml"
+        assert b"Scanned page." in await asyncio.to_thread(Path(exported["path"]).read_bytes)
+
+        await client.request("pause")  # so the retried message stays queued where we can see it
+        retried = await client.request("retry", id=dead["id"])
+        assert retried == {"ok": True, "id": dead["id"], "state": "queued"}
+        assert running.relay.counts()["queued"] == 1
+
+        await client.request("delete", id=dead["id"])
+        assert (await client.request("queue"))["messages"] == []
+        with pytest.raises(ControlError, match="no message"):
+            await client.request("delete", id=dead["id"])
+        with pytest.raises(ControlError, match="needs the message id"):
+            await client.request("retry")
+        with pytest.raises(ControlError, match="absolute path"):
+            await client.request("export", id=dead["id"], path="relative.eml")
+        assert (await client.request("status"))["ok"] is True  # errors never cost the connection
+
+
+async def test_upstream_down_puts_the_relay_in_errors_waiting(
+    lab: Lab, tmp_path: Path, runtime: Path
+) -> None:
+    status = RelayStatus()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]  # bound, never listening: connections are refused
+    upstream = Upstream(host="127.0.0.1", port=port, tls="none", helo_name="relay.test")
+    config = dataclasses.replace(lab_config(lab, tmp_path), upstream=upstream)
+    relay = Relay(config, None, on_event=status.listener(), on_queued=status.on_queued)
+    await relay.start()
+    server = ControlServer(relay, status, control.socket_path(config.spool))
+    await server.start()
+    try:
+        await Running(relay, status, server, []).send()
+        async with await ControlClient.connect(config.spool, wait=5) as client:
+            assert await wait_until(lambda: status.upstream == "down", 15)
+            reply = await client.request("status")
+        assert reply["state"] == "errors waiting"
+        assert reply["upstream"]["state"] == "down"
+        assert reply["last_error"]["kind"] == "upstream_down"
+    finally:
+        await server.close()
+        await relay.stop()
+        closed.close()
+
+
+# -- what a client may send ---------------------------------------------------------------------------
+
+
+async def test_malformed_requests_get_one_sentence_errors_and_the_server_lives_on(running: Running) -> None:
+    running.server.idle_timeout = 0.5  # so the connection ends once the requests are answered
+    replies = await raw(
+        running.path,
+        b"this is not json\n"
+        b"[1, 2]\n"
+        b'{"op": "reboot"}\n'
+        b'{"no": "op"}\n'
+        b"\n" + b"[" * 50_000 + b"\n" + b'{"op": "status"}\n',
+    )
+    assert [r["ok"] for r in replies[:5]] == [False] * 5
+    errors = [r["error"] for r in replies[:5]]
+    assert errors[0] == "The request is not valid JSON."
+    assert errors[1] == "The request must be one JSON object."
+    assert errors[2].startswith('Unknown operation "reboot"; use one of status, pause')
+    assert errors[3].startswith("Unknown operation null")
+    assert errors[4] == "The request is not valid JSON."  # nested too deep for the parser
+    for error in errors:
+        assert error.endswith("."), error
+        assert ". " not in error, error  # one sentence
+    assert replies[5]["ok"] is True
+    assert replies[5]["state"] == "running"
+    assert len(replies) == 7  # and the last: closed for saying nothing more
+    assert "nothing was asked" in replies[6]["error"].lower()
+
+
+async def test_an_oversize_line_is_refused_and_the_connection_closed(running: Running) -> None:
+    line = json.dumps({"op": "status", "pad": "x" * MAX_LINE}).encode() + b"\n"
+    replies = await raw(running.path, line + b'{"op": "status"}\n')
+    assert replies == [{"ok": False, "error": "A request line is longer than 64 KB."}]
+    async with await running.client() as client:  # the next client is served as usual
+        assert (await client.request("status"))["ok"] is True
+
+
+async def test_a_silent_client_is_timed_out(running: Running) -> None:
+    running.server.idle_timeout = 0.5
+    started = time.monotonic()
+    replies = await raw(running.path, b"")
+    assert time.monotonic() - started < 4
+    assert replies == [{"ok": False, "error": "Nothing was asked in time, so the connection is closed."}]
+
+
+# -- who may connect ------------------------------------------------------------------------------------
+
+
+def test_only_the_same_user_or_root_is_allowed() -> None:
+    assert allowed_uid(os.geteuid())
+    assert allowed_uid(0)
+    assert not allowed_uid(os.geteuid() + 4242)
+    left, right = socket.socketpair(socket.AF_UNIX)
+    with left, right:
+        assert peer_uid(left) == os.geteuid()
+
+
+async def test_another_uid_is_refused_by_the_peer_check(running: Running) -> None:
+    asked: list[int] = []
+
+    def someone_else(sock: Any) -> int:
+        asked.append(peer_uid(sock))  # the real check ran on the real socket
+        return 4242
+
+    running.server.peer_uid = someone_else
+    replies = await raw(running.path, b'{"op": "pause"}\n')
+    assert replies == [{"ok": False, "error": "Only the user running the relay, or root, may control it."}]
+    assert asked == [os.geteuid()]
+    assert not running.relay.forwarder.paused
+
+
+def _as_nobody(script: str) -> subprocess.CompletedProcess[str]:
+    command = ["python3", "-I", "-c", script]
+    if os.geteuid() != 0:
+        command = ["sudo", "-n", "-u", "nobody", *command]
+    as_root = {"user": 65534, "group": 65534, "extra_groups": []} if os.geteuid() == 0 else {}
+    return subprocess.run(command, capture_output=True, text=True, timeout=20, cwd="/", **as_root)
+
+
+NOBODY_CLIENT = """
+import socket
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect({path!r})
+except OSError as exc:
+    print("connect failed:", exc.errno)
+    raise SystemExit(0)
+s.sendall(b'{{"op": "pause"}}\\n')
+print(s.makefile().readline().strip())
+"""
+
+
+async def test_a_real_process_of_another_user_is_refused(running: Running) -> None:
+    script = NOBODY_CLIENT.format(path=str(running.path))
+    # The private folder keeps it out before the socket is even reached...
+    result = await asyncio.to_thread(_as_nobody, script)
+    assert result.stdout.strip() == "connect failed: 13", result.stdout + result.stderr
+    # ...and were the folder and socket opened up by mistake, the kernel's peer uid still refuses it.
+    for folder in (running.path.parent.parent, running.path.parent):  # mkdtemp's folder is 0700 too
+        os.chmod(folder, 0o711)
+    os.chmod(running.path, 0o666)
+    result = await asyncio.to_thread(_as_nobody, script)
+    reply = json.loads(result.stdout)
+    assert reply == {"ok": False, "error": "Only the user running the relay, or root, may control it."}
+    assert not running.relay.forwarder.paused
+
+
+# -- the socket and its folder --------------------------------------------------------------------------
+
+
+async def test_socket_is_private_and_removed_on_close(running: Running) -> None:
+    assert stat.S_IMODE(os.stat(running.path.parent).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(running.path).st_mode) == 0o600
+    assert os.stat(running.path).st_uid == os.geteuid()
+    await running.server.close()
+    assert not running.path.exists()
+    with pytest.raises(RelayNotRunning, match="No relay is running"):
+        await ControlClient.connect(running.relay.config.spool, wait=5)
+
+
+async def test_a_stale_socket_is_replaced_and_a_live_one_is_not(running: Running, runtime: Path) -> None:
+    second = ControlServer(running.relay, running.status, running.path)
+    with pytest.raises(ControlUnavailable, match="Another relay is already answering"):
+        await second.start()
+    assert running.path.exists()  # the live relay keeps its socket
+
+    stale = runtime / "relay-stale.sock"
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(os.fspath(stale))
+    dead.close()  # the file stays, nobody listens: what a killed relay leaves
+    replacement = ControlServer(running.relay, running.status, stale)
+    await replacement.start()
+    try:
+        async with await ControlClient.connect(path=stale, wait=5) as client:
+            assert (await client.request("status"))["ok"] is True
+    finally:
+        await replacement.close()
+
+
+def test_private_dir_tightens_its_own_folder_and_refuses_a_shared_parent(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o755)
+    mine.chmod(0o755)
+    assert private_dir(mine) == mine
+    assert stat.S_IMODE(mine.stat().st_mode) == 0o700
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # world-writable without the sticky bit: anyone could swap our folder
+    with pytest.raises(ControlUnavailable, match="can be changed by other users"):
+        private_dir(shared / "run")
+    shared.chmod(0o1777)  # like /tmp: fine
+    assert private_dir(shared / "run") == shared / "run"
+
+    other = tmp_path / "other"
+    other.mkdir()
+    os.chown(other, os.geteuid() + 1, os.getegid())  # root here, as the lab needs
+    with pytest.raises(ControlUnavailable, match="not a folder of this user"):
+        private_dir(other)
+
+
+def test_status_counts_today_from_the_delivery_log_and_rolls_over_at_midnight() -> None:
+    now = [time.time()]
+    status = RelayStatus(clock=lambda: now[0])
+    today = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now[0]))
+    status.seed(
+        [
+            {"time": today + ".000Z", "result": "delivered"},
+            {"time": today + ".000Z", "result": "dead"},
+            {"time": today + ".000Z", "result": "deferred"},
+            {"time": "not a time"},
+            {"time": "2001-01-01T00:00:00.000Z", "result": "delivered"},
+            {"time": today + ".000Z", "result": "delivered"},  # after an older one: not counted
+        ]
+    )
+    assert (status.delivered_today, status.failed_today) == (1, 1)
+    status.on_event(ForwarderEvent("delivered", "Message x delivered.", now[0], "x"))
+    assert status.delivered_today == 2
+    now[0] += 86400
+    assert status.snapshot()["delivered_today"] == 0
+    assert status.snapshot()["state"] == "stopped"
