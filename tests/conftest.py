@@ -20,6 +20,7 @@ from tests.lab.keyring import SecretServiceSession
 from tests.lab.process import LabError
 
 if TYPE_CHECKING:
+    from tests.lab.authority import FakeAuthority
     from tests.lab.lab import Lab
 
 
@@ -42,6 +43,27 @@ def secret_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecretS
     session = SecretServiceSession(tmp_path_factory.mktemp("keyring")).start()
     yield session
     session.stop()
+
+
+@pytest.fixture
+def authority(tmp_path: Path) -> Iterator[FakeAuthority]:
+    """A fake OAuth authority on https://localhost (its CA in ``authority.ca_file``); tokens it issues are
+    random strings. Scriptable per test: see tests/lab/authority.py."""
+    from tests.lab.authority import FakeAuthority
+
+    running = FakeAuthority(tmp_path / "authority").start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def lab_authority(lab: Lab, tmp_path: Path) -> Iterator[FakeAuthority]:
+    """The fake authority issuing tokens the lab's Dovecot accepts over XOAUTH2 (``lab.issue_token``)."""
+    from tests.lab.authority import FakeAuthority
+
+    running = FakeAuthority(tmp_path / "authority", issue=lab.issue_token).start()
+    yield running
+    running.stop()
 
 
 @pytest.fixture

@@ -43,6 +43,8 @@ class OAuthSettings:
     profile: str | None = None
     """Keyring profile: the client secret (oauth-app), or the name of the token cache (oauth-delegated)."""
     timeout: float = 30.0
+    resource_scopes: tuple[str, ...] = ()
+    """Scopes to ask for instead of SMTP's (e.g. Graph's ``https://graph.microsoft.com/.default``)."""
 
     @property
     def authority_url(self) -> str:
@@ -52,6 +54,8 @@ class OAuthSettings:
 
     @property
     def scopes(self) -> list[str]:
+        if self.resource_scopes:
+            return list(self.resource_scopes)
         return list(APP_SCOPES if self.kind == "oauth-app" else DELEGATED_SCOPES)
 
     @property

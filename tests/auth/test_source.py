@@ -12,8 +12,8 @@ from relaywizard.auth.errors import AuthorityTlsError, OAuthError, SignInRequire
 from relaywizard.auth.model import OAuthSettings
 from relaywizard.auth.source import DeviceCode, TokenSource
 from relaywizard.core.secrets import SecretStore
-from tests.auth.fake_authority import DEFAULT_SECRET, FakeAuthority
 from tests.core.test_secrets import MemoryKeyring
+from tests.lab.authority import DEFAULT_SECRET, FakeAuthority
 
 
 def settings(fake: FakeAuthority, kind: str = "oauth-app", **changes: object) -> OAuthSettings:
@@ -129,6 +129,7 @@ async def test_an_app_source_needs_its_credential(authority: FakeAuthority) -> N
 
 
 async def test_device_code_sign_in_then_silent_tokens_from_the_keyring(authority: FakeAuthority) -> None:
+    authority.pending_polls = 1  # the person has not entered the code yet at the first poll
     keyring = MemoryKeyring()
     token, shown = await sign_in(delegated_source(authority, SecretStore(keyring)))
     assert token == authority.issued[-1]

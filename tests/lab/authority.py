@@ -98,7 +98,7 @@ class FakeAuthority:
         self.lifetime = 3600.0
         self.token_user: str | None = None
         """Issue access tokens for this user instead of the right one (another user's token)."""
-        self.pending_polls = 1
+        self.pending_polls = 0
         self.requests: list[Seen] = []
         self.issued: list[str] = []
         """Every access token handed out, in order."""
@@ -142,6 +142,12 @@ class FakeAuthority:
     def revoke_refresh_tokens(self) -> None:
         with self._lock:
             self._refresh.clear()
+
+    def trust_with(self, *ca_files: Path) -> Path:
+        """One PEM file trusting this authority and ``ca_files`` (the lab's CA), for one ``--ca-file``."""
+        bundle = self.folder / "trust.pem"
+        bundle.write_bytes(b"".join(path.read_bytes() for path in (self.ca_file, *ca_files)))
+        return bundle
 
     def grants(self) -> list[str]:
         return [seen.grant for seen in self.requests if seen.path.endswith("/token")]
