@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
@@ -21,6 +22,7 @@ from relaywizard.relay.model import TlsMode, Upstream
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 UpstreamAuth = Literal["password", "oauth-app", "oauth-delegated", "none"]
+DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class RelayOptions:
     recipient_domains: tuple[str, ...] = ()
     tls_cert: str | None = None
     tls_key: str | None = None
+    graph_url: str | None = None
+    """Deliver through Microsoft Graph at this base URL; "" means the default (``--graph`` alone)."""
 
 
 def device_profile(login: str) -> str:
@@ -77,10 +81,26 @@ class RelayConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     hostname: str = field(default_factory=socket.getfqdn)
+    graph_url: str | None = None
+    """Microsoft Graph's base URL when the relay delivers with sendMail instead of SMTP."""
 
 
 def _fail(option: str, exc: ValueError) -> ConfigError:
     return ConfigError(f"{option}: {exc}")
+
+
+def graph_base_url(text: str) -> str:
+    """A Graph base URL such as https://graph.microsoft.com/v1.0, without a trailing slash."""
+    parts = urllib.parse.urlsplit(text.strip())
+    if parts.scheme.lower() != "https" or not parts.hostname:
+        raise ValueError(f"'{text}' is not an https:// URL (the bearer token must not travel unencrypted)")
+    if parts.query or parts.fragment:
+        raise ValueError(f"'{text}' has a query or fragment; give the base URL, such as {DEFAULT_GRAPH_URL}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ValueError(f"'{text}' has an invalid port") from None
+    return urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/")))
 
 
 def resolve(settings: Settings, options: RelayOptions, paths: AppPaths) -> RelayConfig:
@@ -107,6 +127,14 @@ def resolve(settings: Settings, options: RelayOptions, paths: AppPaths) -> Relay
         )
     except ValueError as exc:
         raise _fail("--upstream", exc) from None
+    graph_url: str | None = None
+    if options.graph_url is not None:
+        try:
+            graph_url = graph_base_url(options.graph_url or DEFAULT_GRAPH_URL)
+        except ValueError as exc:
+            raise _fail("--graph", exc) from None
+        if options.upstream or options.tls:
+            raise ConfigError("--graph replaces --upstream and --tls: give one upstream, not both.")
     tls = cast(TlsMode, options.tls or (profile.tls if profile else "starttls"))
     user = options.user or (profile.user if profile else None)
     if user is not None:
@@ -116,10 +144,18 @@ def resolve(settings: Settings, options: RelayOptions, paths: AppPaths) -> Relay
             raise _fail("--user", exc) from None
     keyring_profile = options.profile or (profile.name if profile and user else None)
     auth = cast(
-        UpstreamAuth, options.auth or (profile.auth if profile else None) or ("password" if user else "none")
+        UpstreamAuth,
+        options.auth
+        or (profile.auth if profile else None)
+        or ("oauth-app" if graph_url else "password" if user else "none"),
     )
     if user and auth == "none":
         auth = "password"
+    if graph_url and auth not in ("oauth-app", "oauth-delegated"):
+        raise ConfigError(
+            f"Microsoft Graph takes only OAuth tokens, not {auth} authentication: give --auth oauth-app "
+            "(app permission Mail.Send) or --auth oauth-delegated, and --user with the mailbox to send as.",
+        )
     if auth != "none" and not user:
         raise ConfigError(
             f"Upstream authentication ({auth}) needs the mailbox to sign in as: give --user.",
@@ -192,4 +228,5 @@ def resolve(settings: Settings, options: RelayOptions, paths: AppPaths) -> Relay
         rate=rate,
         connections=connections,
         max_message_size=relay.max_message_size,
+        graph_url=graph_url,
     )

@@ -38,15 +38,18 @@ import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
 from relaywizard.relay.config import DEFAULT_GRAPH_URL
+from relaywizard.relay.credentials import TOKEN_MECHANISMS, Credentials
 from relaywizard.relay.graph_errors import MAX_REQUEST_BYTES, judge, read_error, retry_after
 from relaywizard.relay.model import Upstream
 from relaywizard.relay.upstream_session import (
     AuthFailed,
     Buffer,
+    ForwarderConfigError,
     SessionError,
     Transaction,
     UpstreamRefused,
@@ -64,6 +67,7 @@ _LINE_ENDS = re.compile(rb"\r\n|\n|\r(?!\n)")
 _RECIPIENT_FIELDS = (b"to", b"cc")
 
 TokenSource = Callable[[], Awaitable[str]]
+SessionFactory = Callable[[Upstream, Credentials | None, ssl.SSLContext, str], "GraphSession"]
 
 
 @dataclass
@@ -151,6 +155,21 @@ def request_size(message_bytes: int) -> int:
 # -- the session ------------------------------------------------------------------------------------------
 
 
+@dataclass
+class Vouch:
+    """Whether a session's next ``ready()`` says the upstream works; shared by one forwarder's sessions.
+
+    HTTP has nothing like SMTP's AUTH to prove a session works before a message is sent. So the first
+    ``ready()`` of all vouches for the upstream, and after a failure the first ``ready()`` once a message
+    has gone through again: a probe that fails again, or another session starting, does not report the
+    upstream as back.
+    """
+
+    pending: bool = True
+    suspect: bool = False
+    """A session failed, and no message has gone through since."""
+
+
 class GraphSession:
     """Sends messages with Graph's ``sendMail`` as one mailbox; an HTTPS client kept open between messages."""
 
@@ -168,6 +187,7 @@ class GraphSession:
         inline_retries: int = INLINE_RETRIES,
         trust_env: bool = True,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        vouch: Vouch | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.mailbox = mailbox
@@ -185,8 +205,7 @@ class GraphSession:
         self._clock = clock
         self._client: httpx.AsyncClient | None = None
         self._closing: set[asyncio.Task[None]] = set()
-        self._vouch = True  # the next ready() may say "a working session was just made"
-        self._suspect = False  # a session failure happened, and no message has gone since
+        self.vouch = vouch if vouch is not None else Vouch()
         self.connects = 0
         self.requests = 0
 
@@ -203,12 +222,7 @@ class GraphSession:
         return f"Microsoft Graph ({host})"
 
     async def ready(self) -> bool:
-        """Make the session usable; True when it says the upstream works after a failure (or at first).
-
-        HTTP has nothing like SMTP's AUTH to prove a session works before a message is sent, so the
-        session vouches for the upstream at its first use, and after a failure only once a message has
-        gone through again: a probe that fails again does not report the upstream as back.
-        """
+        """Make the session usable; True when it vouches that the upstream works (see ``Vouch``)."""
         if self._client is None:
             self._client = httpx.AsyncClient(
                 verify=self.context,
@@ -219,8 +233,8 @@ class GraphSession:
             )
             self.connects += 1
             await self._token()  # a token that cannot be had fails here, as a wrong password fails AUTH
-        vouch, self._vouch = self._vouch, False
-        return vouch
+        pending, self.vouch.pending = self.vouch.pending, False
+        return pending
 
     async def _token(self) -> str:
         try:
@@ -232,7 +246,7 @@ class GraphSession:
             ) from None
 
     def _failed(self, error: SessionError) -> SessionError:
-        self._vouch, self._suspect = False, True
+        self.vouch.pending, self.vouch.suspect = False, True
         return error
 
     async def send(self, sender: str, recipients: list[str], content: Sequence[Buffer]) -> Transaction:
@@ -282,8 +296,8 @@ class GraphSession:
                 raise self._failed(AuthFailed(verdict.reply, verdict.reply))
             if verdict.outcome == "refused":
                 raise self._failed(UpstreamRefused(verdict.reply, verdict.reply))
-            if verdict.outcome == "delivered" and self._suspect:
-                self._suspect, self._vouch = False, True
+            if verdict.outcome == "delivered" and self.vouch.suspect:
+                self.vouch.suspect, self.vouch.pending = False, True
             accepted = recipients if verdict.outcome == "delivered" else []
             return GraphTransaction(
                 "data",
@@ -339,3 +353,38 @@ class GraphSession:
             return
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+
+def graph_factory(base_url: str = DEFAULT_GRAPH_URL, **options: Any) -> SessionFactory:
+    """Make ``GraphSession`` s with the arguments the forwarder gives ``UpstreamSession``.
+
+    The forwarder can build its sessions with ``factory(upstream, credentials, context, helo)`` either
+    way. The mailbox and the token come from ``credentials`` (a ``TokenCredentials``); TLS always
+    verifies (the system's CAs plus ``upstream.ca_file``), whatever ``upstream.tls`` says, since the
+    bearer token must not go to an unverified server. ``options`` go to ``GraphSession``.
+    """
+    contexts: list[ssl.SSLContext] = []
+    vouch = Vouch()
+
+    def make(
+        upstream: Upstream, credentials: Credentials | None, context: ssl.SSLContext, helo: str
+    ) -> GraphSession:
+        if credentials is None or not set(TOKEN_MECHANISMS) & set(credentials.mechanisms):
+            raise ForwarderConfigError(
+                "Microsoft Graph takes only OAuth tokens: the relay needs --auth oauth-app (or "
+                "oauth-delegated) and --user for the Graph upstream.",
+            )
+        if not contexts:
+            contexts.append(graph_context(upstream.ca_file))  # once: loading the system CAs is not free
+        return GraphSession(
+            credentials.user,
+            credentials.secret,
+            on_rejected=credentials.rejected,
+            base_url=base_url,
+            context=contexts[0],
+            timeout=upstream.timeout,
+            vouch=vouch,
+            **options,
+        )
+
+    return make
