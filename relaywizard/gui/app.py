@@ -24,6 +24,9 @@ def make_app() -> QApplication:
     app.setApplicationName("relaywizard")
     app.setApplicationDisplayName("relaywizard")
     app.setDesktopFileName("relaywizard")
+    from relaywizard.gui.collector import MainThreadCollector
+
+    MainThreadCollector(app)  # owned by the app; see collector.py for the crash it prevents
     return app
 
 

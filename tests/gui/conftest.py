@@ -20,7 +20,27 @@ import pytest
 import qasync
 from PySide6.QtWidgets import QApplication
 
+from relaywizard.gui.collector import MainThreadCollector
+
 T = TypeVar("T")
+
+
+@pytest.fixture(scope="package", autouse=True)
+def main_thread_collector(qapp: QApplication) -> Iterator[MainThreadCollector]:
+    """As in the application: Python's collector runs on the GUI thread only (see gui/collector.py).
+
+    Package scope: the tests outside tests/gui get Python's own collection back.
+    """
+    collector = MainThreadCollector()
+    yield collector
+    collector.stop()
+
+
+@pytest.fixture(autouse=True)
+def collect_after_each_test(main_thread_collector: MainThreadCollector) -> Iterator[None]:
+    """The widgets a test dropped are freed here, on the GUI thread, before the next test starts threads."""
+    yield
+    main_thread_collector.collect()
 
 
 @pytest.fixture
