@@ -20,7 +20,14 @@ from typing import Any
 
 import pytest
 
-from relaywizard.relay.graph import GraphSession, GraphTransaction, graph_context, graph_mime, request_size
+from relaywizard.relay.graph import (
+    GraphSession,
+    GraphTransaction,
+    Vouch,
+    graph_context,
+    graph_mime,
+    request_size,
+)
 from relaywizard.relay.graph_errors import GraphError, judge, retry_after
 from relaywizard.relay.upstream_session import (
     AuthFailed,
@@ -411,3 +418,21 @@ def test_an_unknown_4xx_is_dead_with_graphs_own_words() -> None:
         verdict.reply
         == "554 5.0.0 Graph refused the message (HTTP 409 Conflict ErrorQuotaExceeded: The mailbox is full)"
     )
+
+
+async def test_sessions_sharing_a_vouch_report_graph_back_once_after_a_failure(graph: FakeGraph) -> None:
+    """One forwarder's sessions: a second session starting after a failure must not say Graph is back."""
+    graph.answer(error(503, "ServiceUnavailable", "down", (("Retry-After", "600"),)), DROP)
+    vouch = Vouch()
+    first, second = session_for(graph, vouch=vouch), session_for(graph, vouch=vouch)
+    assert await first.ready() is True  # the very first session vouches: nothing failed yet
+    assert await second.ready() is False
+    assert (await first.send(MAILBOX, [ALICE], [message()])).code == 451  # a deferral is not a failure
+    with pytest.raises(UpstreamUnavailable):
+        await second.send(MAILBOX, [ALICE], [message()])
+    assert await second.ready() is False  # reconnecting proves nothing yet
+    assert (await first.send(MAILBOX, [ALICE], [message()])).ok
+    assert await second.ready() is True  # a message went through: now Graph is back, said once
+    assert await first.ready() is False
+    await first.close()
+    await second.close()
