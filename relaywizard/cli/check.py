@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from relaywizard.cli import report as human
 from relaywizard.cli.secret import read_secret
@@ -18,6 +18,9 @@ from relaywizard.core import validate
 from relaywizard.core.errors import UsageError
 from relaywizard.core.secrets import SecretStore
 from relaywizard.diagnostics.model import AUTH_KINDS, METHODS, Group, Method, Report, Target
+
+if TYPE_CHECKING:
+    from relaywizard.auth.source import TokenSource
 
 EXIT_OK, EXIT_FAILED = 0, 1
 T = TypeVar("T")
@@ -48,18 +51,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--user", metavar="ADDRESS", help="the mailbox to authenticate as")
     secret = parser.add_mutually_exclusive_group()
-    secret.add_argument("--profile", metavar="NAME", help="take the secret from this keyring profile")
-    secret.add_argument("--password-stdin", action="store_true", help="read the secret from standard input")
+    secret.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="take the secret from this keyring profile: the password, or with --auth oauth-app the client "
+        "secret; with --auth oauth-delegated, the saved sign-in (relaywizard signin --profile NAME)",
+    )
+    secret.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the secret (password, or oauth-app client secret) from standard input",
+    )
     parser.add_argument(
         "--auth",
         choices=AUTH_KINDS,
         default="password",
-        help="how --user authenticates: a password, an app-only token or a signed-in user's token (XOAUTH2)",
+        help="how --user authenticates: a password, an app-only token (client credentials) or a signed-in "
+        "user's token (XOAUTH2 for both; a first delegated sign-in prints a device code on standard error)",
     )
     parser.add_argument("--tenant", metavar="ID", help="the Entra tenant for OAuth")
     parser.add_argument("--client-id", metavar="ID", help="the Entra application for OAuth")
     parser.add_argument(
-        "--authority", metavar="URL", help="the OAuth authority (default: Microsoft's for --tenant)"
+        "--authority",
+        metavar="URL",
+        help="the OAuth authority (default https://login.microsoftonline.com/<tenant>); --ca-file is trusted "
+        "for it too",
     )
     parser.add_argument(
         "--from", dest="mail_from", metavar="ADDRESS", help="envelope sender of the MAIL FROM test"
@@ -116,13 +132,12 @@ def build_target(args: argparse.Namespace) -> Target:
     if not 0 < timeout <= 600:
         raise UsageError(f"--timeout: '{args.timeout}' is not a number of seconds between 0 and 600.")
     ca_file = _ca_file(args.ca_file)
-    secret = _secret(args)
-    if args.auth != "password":
-        raise UsageError(
-            f"--auth {args.auth}: OAuth sign-in is not available in this version of relaywizard yet.",
-            hint="Test with --auth password, or use the connector or direct-send method.",
-        )
     user = _opt(args.user, validate.email, "--user")
+    token_source = None
+    if args.auth == "password":
+        secret = _secret(args)
+    else:
+        secret, token_source = None, _token_source(args, user, ca_file, timeout)
     if secret is not None and user is None:
         raise UsageError("A secret was given but no --user to authenticate as.")
     method: Method = args.method
@@ -136,6 +151,7 @@ def build_target(args: argparse.Namespace) -> Target:
         user=user,
         auth=args.auth,
         secret=secret,
+        token_provider=token_source.token if token_source else None,
         mail_from=_opt(args.mail_from, validate.email, "--from"),
         rcpt_to=_opt(args.rcpt_to, validate.email, "--to"),
         send=args.send,
@@ -170,10 +186,34 @@ def _secret(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _token_source(
+    args: argparse.Namespace, user: str | None, ca_file: Path | None, timeout: float
+) -> TokenSource:
+    """For --auth oauth-*: the token source (the authority is first asked when the AUTH check runs)."""
+    from relaywizard.cli import oauth
+
+    if args.auth == "oauth-delegated" and args.password_stdin:
+        raise UsageError("--password-stdin has no use with --auth oauth-delegated: nobody types a password.")
+    settings = oauth.oauth_settings(
+        kind=args.auth,
+        tenant=args.tenant,
+        client_id=args.client_id,
+        authority=args.authority,
+        user=user,
+        ca_file=ca_file,
+        profile=args.profile,
+        timeout=max(timeout, 10.0),
+    )
+    # oauth-app: --profile / --password-stdin hold the client secret; oauth-delegated: --profile names
+    # the saved sign-in, which the source reads from the keyring itself.
+    client_secret = _secret(args) if args.auth == "oauth-app" else None
+    return oauth.token_source(settings, client_secret)
+
+
 def run(args: argparse.Namespace) -> int:
     target = build_target(args)
     only: Group | None = args.only
-    report = asyncio.run(diagnose(target, only))
+    report = asyncio.run(_sign_in_then_diagnose(target, only))
     # The interpreter's shutdown runs the garbage collector over every object still alive, ~30 ms with the
     # checks' modules loaded, for memory the system takes back anyway: frozen objects are left out of it.
     # (Unregistered first, so in-process callers such as tests register it once.)
@@ -184,6 +224,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(human.render(report, target, colour=human.use_colour(sys.stdout)))
     return EXIT_FAILED if report.failed else EXIT_OK
+
+
+async def _sign_in_then_diagnose(target: Target, only: Group | None) -> Report:
+    """A delegated sign-in not saved yet happens first, so no SMTP session waits for a person."""
+    source = getattr(target.token_provider, "__self__", None)
+    if target.auth == "oauth-delegated" and source is not None and only != "dns":
+        from relaywizard.cli.oauth import sign_in_if_needed
+
+        await sign_in_if_needed(source)
+    return await diagnose(target, only)
 
 
 async def diagnose(target: Target, only: Group | None) -> Report:

@@ -19,7 +19,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 #: The commands, in the order ``--help`` lists them.
-COMMANDS = ("wizard", "check", "explain", "relay", "queue", "secret")
+COMMANDS = ("wizard", "check", "explain", "relay", "queue", "secret", "signin")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -67,6 +67,10 @@ def _register(command: str, sub: argparse._SubParsersAction[argparse.ArgumentPar
         from relaywizard.cli import secret
 
         secret.register(sub)
+    elif command == "signin":
+        from relaywizard.cli import oauth
+
+        oauth.register(sub)
 
 
 def _named_command(argv: Sequence[str]) -> str | None:

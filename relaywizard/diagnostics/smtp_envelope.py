@@ -59,6 +59,23 @@ def _challenge(message: str) -> str:
         return message.strip()
 
 
+# Why a server refuses a token the authority just issued, by the kind of sign-in (XOAUTH2 only).
+_OAUTH_REFUSED = {
+    "oauth-app": (
+        "The token was refused for {user}: it may be for another mailbox or tenant, or expired. An app-only "
+        "token also needs the app's service principal in Exchange Online with access to the mailbox "
+        "(New-ServicePrincipal with the enterprise application's object id, then Add-MailboxPermission "
+        "-Identity {user}) and the SMTP.SendAsApp permission with admin consent."
+    ),
+    "oauth-delegated": (
+        "The token was refused for {user}: the account signed in must be {user} itself, and its token "
+        "must not have expired (sign in again with: relaywizard signin); the app needs the delegated "
+        "permission SMTP.Send."
+    ),
+    "password": "",
+}
+
+
 class AuthCheck(SmtpCheck):
     """Signs in with a password (PLAIN or LOGIN) or an OAuth token (XOAUTH2), only over verified TLS."""
 
@@ -169,6 +186,8 @@ class AuthCheck(SmtpCheck):
         extra = ""
         if _enhanced(code, message) == "5.7.139" and not _NOT_A_SWITCH.search(message):
             extra = powershell.enable_smtp_auth(user)
+        elif mechanism == "XOAUTH2" and 500 <= code < 600:
+            extra = _OAUTH_REFUSED[target.auth].format(user=user)
         return self.rejected(
             f"The server refused the sign-in of {user} with {mechanism}",
             code,
