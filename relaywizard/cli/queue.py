@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,8 +20,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "queue",
         help="list the relay's queued and dead messages; retry, delete or export one",
         description="Show the messages in the relay's spool that are not delivered yet (queued, being sent, "
-        "or dead with the reason), and retry, delete or export one as .eml. Retry and delete need the relay "
-        "to be stopped (the spool is locked while it runs); listing and exporting work at any time.",
+        "or dead with the reason), and retry, delete or export one as .eml. While a relay runs on the spool, "
+        "retry and delete go through its control channel (same user or root only); otherwise they change "
+        "the spool directly.",
     )
     parser.add_argument("--spool", metavar="DIR", help="the on-disk queue (default: the relay's)")
     parser.add_argument("--config", metavar="FILE", help="settings file naming the spool")
@@ -65,20 +65,23 @@ def _spool(args: argparse.Namespace) -> Spool:
 
 
 def _row(envelope: Envelope) -> dict[str, Any]:
-    last = envelope.last_attempt
-    return {
-        "id": envelope.id,
-        "state": str(envelope.state),
-        "received": dt.datetime.fromtimestamp(envelope.received_at, dt.UTC).isoformat(timespec="seconds"),
-        "device": envelope.device,
-        "sender": envelope.mail_from,
-        "recipients": envelope.rcpt_tos,
-        "size": envelope.size,
-        "attempts": len(envelope.attempts),
-        "last_reply": last.reply if last else None,
-        "code": last.code if last else None,
-        "explanation": last.explanation if last else None,
-    }
+    from relaywizard.relay.control import message_row
+
+    return message_row(envelope)
+
+
+def _through_relay(spool: Spool, action: str, envelope_id: str) -> bool:
+    """Ask the relay running on ``spool`` to retry or delete; False when no relay can be reached."""
+    import asyncio
+
+    from relaywizard.relay.control import ControlUnavailable
+    from relaywizard.relay.control_client import request
+
+    try:
+        asyncio.run(request(spool.root, action, id=envelope_id))
+    except ControlUnavailable:
+        return False  # no relay (or not ours to control): the spool's lock decides what happens next
+    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,6 +105,12 @@ def run(args: argparse.Namespace) -> int:
         if action == "export":
             written = spool.export_eml(args.id, Path(args.out).expanduser())
             print(f"Wrote {written}.")
+            return 0
+        if _through_relay(spool, action, args.id):
+            if action == "retry":
+                print(f"Message {args.id} is queued again; the running relay sends it now.")
+            else:
+                print(f"Deleted message {args.id} (through the running relay).")
             return 0
         spool.open()  # retry and delete change the spool: only while no relay holds it
         try:

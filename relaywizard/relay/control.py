@@ -4,8 +4,10 @@ A running relay (``relaywizard relay``, or the tray's own) listens on a Unix soc
 user, or root, may use. Two locks guard it: the socket lives in a private folder (0700, owned by the
 user) with mode 0600, and every connection's peer is asked for its uid by the kernel (``SO_PEERCRED``
 on Linux, ``LOCAL_PEERCRED`` on macOS) and refused, with one JSON error line, unless it is the relay's
-own uid or 0. The socket is named after the spool it serves, so whoever knows the spool (``relaywizard
-queue --spool``, the tray from the settings) finds the relay that owns it.
+own uid or 0. The socket is named after the spool it serves, and the relay also writes its path into
+the spool (``control-socket``, a 0600 file in the spool's 0700 folder), so whoever knows the spool
+(``relaywizard queue --spool``, the tray from the settings) finds the relay that owns it, even from an
+environment with another runtime folder (a service, ``sudo``, a different ``XDG_RUNTIME_DIR``).
 
 Protocol: one JSON object per line, answered by one JSON object per line::
 
@@ -58,6 +60,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+POINTER = "control-socket"
+"""The file in the spool folder naming the control socket of the relay that owns the spool."""
 RUNTIME_ENV = "RELAYWIZARD_RUNTIME_DIR"
 """Overrides where control sockets live (the systemd unit points it at its RuntimeDirectory)."""
 MAX_LINE = 64 * 1024
@@ -95,6 +99,15 @@ def socket_path(spool: Path, folder: Path | None = None) -> Path:
     """The control socket of the relay owning ``spool`` (short: socket paths are limited to ~104 bytes)."""
     key = hashlib.sha256(str(Path(spool).expanduser().resolve()).encode()).hexdigest()[:16]
     return (folder or runtime_dir()) / f"relay-{key}.sock"
+
+
+def find_socket(spool: Path) -> Path:
+    """Where the relay owning ``spool`` listens: the path it wrote into the spool, else the default."""
+    try:
+        named = (Path(spool).expanduser() / POINTER).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return socket_path(spool)
+    return Path(named) if named and os.path.isabs(named) else socket_path(spool)
 
 
 def _require_unix() -> None:
@@ -349,8 +362,11 @@ class ControlServer:
         peer_uid: Callable[[Any], int] = peer_uid,
         allowed: Callable[[int], bool] = allowed_uid,
         idle_timeout: float = IDLE_TIMEOUT,
+        pointer: Path | None = None,
     ) -> None:
         self.relay = relay
+        self.pointer = pointer
+        """A file to write the socket's path into (the spool's ``control-socket``), removed on close."""
         self.status = status
         self.path = Path(path)
         self.peer_uid = peer_uid
@@ -384,7 +400,22 @@ class ControlServer:
             ) from None
         info = os.stat(self.path)
         self._bound = (info.st_dev, info.st_ino)
+        if self.pointer is not None:
+            self._write_pointer(self.pointer)
         self.status.relay = self.relay
+
+    def _write_pointer(self, pointer: Path) -> None:
+        tmp = pointer.with_name(f".{pointer.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(f"{self.path}\n")
+            os.replace(tmp, pointer)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            log.warning(
+                "control channel: cannot write %s (clients look in the default place): %s", pointer, exc
+            )
 
     async def _clear_stale(self) -> None:
         """Remove a socket left by a relay that died; refuse when a live relay answers on it."""
@@ -416,6 +447,10 @@ class ControlServer:
         self._remove_socket()
 
     def _remove_socket(self) -> None:
+        if self.pointer is not None and self._bound is not None:
+            with contextlib.suppress(OSError):
+                if self.pointer.read_text(encoding="utf-8").strip() == str(self.path):
+                    self.pointer.unlink()
         with contextlib.suppress(OSError):
             info = os.stat(self.path)
             if self._bound == (info.st_dev, info.st_ino):  # never remove a successor's socket
@@ -560,6 +595,7 @@ async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
 
 async def start_control(relay: Relay, status: RelayStatus, path: Path | None = None) -> ControlServer:
     """Open the control channel of a started relay, at the socket named after its spool."""
-    server = ControlServer(relay, status, path or socket_path(relay.config.spool))
+    spool = relay.config.spool
+    server = ControlServer(relay, status, path or socket_path(spool), pointer=spool / POINTER)
     await server.start()
     return server

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from relaywizard.core.errors import RelayWizardError
-from relaywizard.relay.control import MAX_LINE, ControlUnavailable, _require_unix, socket_path
+from relaywizard.relay.control import MAX_LINE, ControlUnavailable, _require_unix, find_socket
 
 
 class ControlError(RelayWizardError):
@@ -47,7 +47,7 @@ class ControlClient:
         if path is None:
             if spool is None:
                 raise ValueError("give the spool or the socket path")
-            path = socket_path(spool)
+            path = find_socket(spool)
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_unix_connection(os.fspath(path), limit=16 * MAX_LINE), wait

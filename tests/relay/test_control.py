@@ -8,27 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import json
 import os
-import shutil
 import socket
 import stat
 import subprocess
-import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import aiosmtplib
 import pytest
 
 from relaywizard.relay import control
-from relaywizard.relay.config import RelayConfig
 from relaywizard.relay.control import (
     MAX_LINE,
     ControlServer,
@@ -39,97 +31,26 @@ from relaywizard.relay.control import (
     private_dir,
 )
 from relaywizard.relay.control_client import ControlClient, ControlError, RelayNotRunning
-from relaywizard.relay.credentials import PasswordCredentials
 from relaywizard.relay.engine import Relay
 from relaywizard.relay.forwarder_types import ForwarderEvent
 from relaywizard.relay.model import Upstream
 from tests.lab.lab import Lab
+from tests.relay.control_lab import Running, lab_config, private_runtime, start_running
 from tests.relay.forwarder_fakes import wait_until
 
 pytestmark = pytest.mark.lab
 
-LOGIN = "scanner@lab.test"
-PASSWORD = "scanner-pass"
-
 
 @pytest.fixture
 def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A short private runtime folder (socket paths are limited to ~104 bytes; tmp_path can be longer)."""
-    folder = Path(tempfile.mkdtemp(prefix="rw-ctl-", dir="/tmp"))
-    monkeypatch.setenv(control.RUNTIME_ENV, str(folder / "run"))
-    yield folder / "run"
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def lab_config(lab: Lab, root: Path) -> RelayConfig:
-    return RelayConfig(
-        listen_host="127.0.0.1",
-        listen_port=0,
-        allow=(ipaddress.ip_network("127.0.0.1/32"),),
-        spool=root / "spool",
-        delivery_log=root / "log" / "deliveries.jsonl",
-        upstream=Upstream(
-            host=lab.host,
-            port=lab.submission_port,
-            tls="starttls",
-            user=LOGIN,
-            ca_file=str(lab.ca_file),
-            helo_name="relay.test",
-        ),
-        auth="password",
-        profile=None,
-        sender=None,
-        rate=0,
-        connections=1,
-        max_message_size=10 * 1024 * 1024,
-        hostname="relay.test",
-    )
-
-
-@dataclass
-class Running:
-    relay: Relay
-    status: RelayStatus
-    server: ControlServer
-    events: list[ForwarderEvent]
-
-    @property
-    def path(self) -> Path:
-        return self.server.path
-
-    async def client(self) -> ControlClient:
-        return await ControlClient.connect(path=self.path, wait=5)
-
-    async def send(self, to: str = "alice@lab.test") -> str:
-        subject = f"control {uuid.uuid4()}"
-        message = EmailMessage()
-        message["From"] = LOGIN
-        message["To"] = to
-        message["Subject"] = subject
-        message.set_content("Scanned page.")
-        host, port = self.relay.address
-        await aiosmtplib.send(message, hostname=host, port=port, timeout=10)
-        return subject
+    with private_runtime(monkeypatch) as folder:
+        yield folder
 
 
 @pytest.fixture
 async def running(lab: Lab, tmp_path: Path, runtime: Path) -> AsyncIterator[Running]:
-    status = RelayStatus()
-    events: list[ForwarderEvent] = []
-    relay = Relay(
-        lab_config(lab, tmp_path),
-        PasswordCredentials(LOGIN, PASSWORD),
-        on_event=status.listener(events.append),
-        on_queued=status.on_queued,
-    )
-    await relay.start()
-    server = ControlServer(relay, status, control.socket_path(relay.config.spool))
-    await server.start()
-    try:
-        yield Running(relay, status, server, events)
-    finally:
-        await server.close()
-        await relay.stop()
+    async with start_running(lab, tmp_path) as started:
+        yield started
 
 
 async def raw(path: Path, data: bytes, *, read_all: bool = True) -> list[dict[str, Any]]:
@@ -387,6 +308,23 @@ async def test_socket_is_private_and_removed_on_close(running: Running) -> None:
     assert not running.path.exists()
     with pytest.raises(RelayNotRunning, match="No relay is running"):
         await ControlClient.connect(running.relay.config.spool, wait=5)
+
+
+async def test_a_client_in_another_environment_finds_the_relay_through_its_spool(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = running.relay.config.spool
+    pointer = spool / control.POINTER
+    assert pointer.read_text() == f"{running.path}\n"
+    assert stat.S_IMODE(pointer.stat().st_mode) == 0o600
+    monkeypatch.setenv(control.RUNTIME_ENV, "/nonexistent/elsewhere")  # a service's, or sudo's, view
+    assert control.socket_path(spool) != running.path
+    async with await ControlClient.connect(spool, wait=5) as client:
+        assert (await client.request("status"))["spool"] == str(spool)
+    await running.server.close()
+    assert not pointer.exists()
+    with pytest.raises(RelayNotRunning):
+        await ControlClient.connect(spool, wait=5)
 
 
 async def test_a_stale_socket_is_replaced_and_a_live_one_is_not(running: Running, runtime: Path) -> None:
