@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,11 @@ def add_relay_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tenant", metavar="ID", help="the Entra tenant for OAuth")
     parser.add_argument("--client-id", metavar="ID", help="the Entra application for OAuth")
     parser.add_argument("--authority", metavar="URL", help="the OAuth authority")
+    parser.add_argument(
+        "--secret-expires",
+        metavar="YYYY-MM-DD",
+        help="when the app's client secret expires (--auth oauth-app): warned about 30 days ahead",
+    )
     parser.add_argument(
         "--sender", metavar="ADDRESS", help="rewrite the envelope sender (and a foreign From) to this mailbox"
     )
@@ -134,6 +140,9 @@ def options_from(args: argparse.Namespace) -> RelayOptions:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         graph_url=args.graph,
+        tenant=args.tenant,
+        client_id=args.client_id,
+        authority=args.authority,
     )
 
 
@@ -148,15 +157,14 @@ def load_config(args: argparse.Namespace) -> RelayConfig:
     return resolve(settings.load(path), options_from(args), paths)
 
 
-def credentials_for(config: RelayConfig) -> Credentials | None:
+def credentials_for(config: RelayConfig, *, secret_expires: date | None = None) -> Credentials | None:
     """The upstream credentials from the keyring, or None when the upstream takes no AUTH."""
     if config.auth == "none" or config.upstream.user is None:
         return None
-    if config.auth != "password":
-        raise ConfigError(
-            f"Upstream authentication {config.auth} is not available in this version of relaywizard yet.",
-            hint="Use --auth password, or a connector or direct-send upstream without --user.",
-        )
+    if config.auth in ("oauth-app", "oauth-delegated"):
+        from relaywizard.cli.oauth import relay_credentials
+
+        return relay_credentials(config, secret_expires=secret_expires)
     from relaywizard.core.secrets import SecretStore
     from relaywizard.relay.credentials import PasswordCredentials
 
@@ -178,6 +186,25 @@ def device_passwords(config: RelayConfig) -> dict[str, str]:
 def _log_event(event: ForwarderEvent) -> None:
     level = logging.WARNING if event.kind in ("dead", "auth_failed", "upstream_down") else logging.INFO
     logging.getLogger("relaywizard.relay").log(level, "%s", event.text)
+
+
+async def _start_oauth(credentials: Credentials | None) -> asyncio.Task[None] | None:
+    """An OAuth upstream: a first token now (a sign-in that cannot work stops the relay with one
+    sentence), and its expiry warnings logged now and daily (the tray can hook ``oauth.expiry_of``)."""
+    from relaywizard.cli.oauth import SourceCredentials, start_relay_sign_in
+
+    if isinstance(credentials, SourceCredentials):
+        return await start_relay_sign_in(credentials)
+    return None
+
+
+def _date(text: str | None, option: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{option}: '{text}' is not a date such as 2027-06-30.") from None
 
 
 async def serve(
@@ -204,6 +231,7 @@ async def serve(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await status.load_today(relay.delivery_log)
+    oauth_watch = await _start_oauth(credentials)
     await relay.start()
     control = None
     try:
@@ -224,6 +252,8 @@ async def serve(
         await stop.wait()
     finally:
         print("relaywizard relay: stopping", file=sys.stderr, flush=True)
+        if oauth_watch is not None:
+            oauth_watch.cancel()
         if control is not None:
             await control.close()
         await relay.stop()
@@ -245,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
             "The relay cannot deliver through Microsoft Graph (--graph) yet: its forwarder speaks SMTP only.",
             hint="Leave out --graph to forward through SMTP.",
         )
-    credentials = credentials_for(config)
+    credentials = credentials_for(config, secret_expires=_date(args.secret_expires, "--secret-expires"))
     devices = device_passwords(config)
     asyncio.run(serve(config, credentials, devices=devices, verbose=args.verbose))
     return 0

@@ -46,6 +46,9 @@ class RelayOptions:
     recipient_domains: tuple[str, ...] = ()
     tls_cert: str | None = None
     tls_key: str | None = None
+    tenant: str | None = None
+    client_id: str | None = None
+    authority: str | None = None
     graph_url: str | None = None
     """Deliver through Microsoft Graph at this base URL; "" means the default (``--graph`` alone)."""
 
@@ -81,6 +84,10 @@ class RelayConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     hostname: str = field(default_factory=socket.getfqdn)
+    tenant: str | None = None
+    """OAuth (--auth oauth-*): the Entra tenant, the application and the authority URL."""
+    client_id: str | None = None
+    authority: str | None = None
     graph_url: str | None = None
     """Microsoft Graph's base URL when the relay delivers with sendMail instead of SMTP."""
 
@@ -228,5 +235,8 @@ def resolve(settings: Settings, options: RelayOptions, paths: AppPaths) -> Relay
         rate=rate,
         connections=connections,
         max_message_size=relay.max_message_size,
+        tenant=options.tenant or (profile.tenant if profile else None),
+        client_id=options.client_id or (profile.client_id if profile else None),
+        authority=options.authority or (profile.authority if profile else None),
         graph_url=graph_url,
     )
