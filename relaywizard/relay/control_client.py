@@ -124,3 +124,13 @@ async def request(spool: Path, op: str, *, wait: float = 30.0, **fields: Any) ->
     """One request to the relay owning ``spool`` on a connection of its own."""
     async with await ControlClient.connect(spool, wait=wait) as client:
         return await client.request(op, **fields)
+
+
+async def relay_status(spool: Path, *, wait: float = 5.0) -> dict[str, Any]:
+    """The status of the relay owning ``spool``, or ``{"state": "stopped"}`` when none runs."""
+    try:
+        reply = await request(spool, "status", wait=wait)
+    except RelayNotRunning:
+        return {"state": "stopped"}
+    reply.pop("ok", None)
+    return reply

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import stat
+import struct
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -30,7 +31,7 @@ from relaywizard.relay.control import (
     peer_uid,
     private_dir,
 )
-from relaywizard.relay.control_client import ControlClient, ControlError, RelayNotRunning
+from relaywizard.relay.control_client import ControlClient, ControlError, RelayNotRunning, relay_status
 from relaywizard.relay.engine import Relay
 from relaywizard.relay.forwarder_types import ForwarderEvent
 from relaywizard.relay.model import Upstream
@@ -304,8 +305,10 @@ async def test_socket_is_private_and_removed_on_close(running: Running) -> None:
     assert stat.S_IMODE(os.stat(running.path.parent).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(running.path).st_mode) == 0o600
     assert os.stat(running.path).st_uid == os.geteuid()
+    assert (await relay_status(running.relay.config.spool))["state"] == "running"
     await running.server.close()
     assert not running.path.exists()
+    assert await relay_status(running.relay.config.spool) == {"state": "stopped"}
     with pytest.raises(RelayNotRunning, match="No relay is running"):
         await ControlClient.connect(running.relay.config.spool, wait=5)
 
@@ -388,3 +391,42 @@ def test_status_counts_today_from_the_delivery_log_and_rolls_over_at_midnight() 
     now[0] += 86400
     assert status.snapshot()["delivered_today"] == 0
     assert status.snapshot()["state"] == "stopped"
+
+
+def test_a_watcher_that_falls_behind_is_dropped_not_fed_forever() -> None:
+    status = RelayStatus()
+    queue = status.subscribe()
+    for n in range(control.WATCH_BACKLOG + 5):
+        status.publish({"event": "queued", "id": str(n)})
+    assert queue.qsize() == control.WATCH_BACKLOG + 1
+    assert list(queue._queue)[-1] is None  # type: ignore[attr-defined]  # the "fell behind" mark
+    status.publish({"event": "queued", "id": "later"})
+    assert queue.qsize() == control.WATCH_BACKLOG + 1  # no longer subscribed
+
+
+def test_the_macos_peer_credentials_are_read_from_xucred(monkeypatch: pytest.MonkeyPatch) -> None:
+    class FakeSocket:
+        def getsockopt(self, level: int, optname: int, buflen: int) -> bytes:
+            assert (level, optname) == (0, 1)  # SOL_LOCAL, LOCAL_PEERCRED
+            return struct.pack("IIh16I", 0, 501, 1, *([20] * 16))[:buflen]
+
+    monkeypatch.setattr(control.sys, "platform", "darwin")
+    assert peer_uid(FakeSocket()) == 501
+    monkeypatch.setattr(control.sys, "platform", "sunos5")
+    with pytest.raises(ControlUnavailable, match="cannot tell who connects"):
+        peer_uid(FakeSocket())
+
+
+async def test_windows_gets_one_sentence_instead_of_a_channel(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(control.sys, "platform", "win32")
+    server = ControlServer(running.relay, running.status, running.path.with_name("win.sock"))
+    with pytest.raises(ControlUnavailable) as caught:
+        await server.start()
+    assert caught.value.message == (
+        "The relay's control channel is not available on Windows yet, so the tray cannot attach to a "
+        "running relay service there."
+    )
+    with pytest.raises(ControlUnavailable, match="not available on Windows"):
+        await ControlClient.connect(running.relay.config.spool, wait=5)
