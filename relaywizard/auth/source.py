@@ -74,6 +74,11 @@ class TokenSource:
         self._app: Any = None
         self._cache: KeyringTokenCache | None = None
 
+    @property
+    def credential(self) -> str | ClientCertificate | None:
+        """The app's client secret or certificate (oauth-app); never shown in a repr."""
+        return self._credential
+
     def __repr__(self) -> str:
         return f"TokenSource(kind={self.settings.kind!r}, user={self.settings.user!r})"
 
@@ -267,12 +272,24 @@ class TokenSource:
         return result
 
     def _interactive(self, timeout: float) -> dict[str, Any]:
+        from msal.oauth2cli.oauth2 import BrowserInteractionTimeoutError
+
         app = self._application()
-        result: dict[str, Any] = self._guarded(
-            lambda: app.acquire_token_interactive(
-                self.settings.scopes, login_hint=self.settings.user, timeout=timeout, prompt="select_account"
+        try:
+            result: dict[str, Any] = self._guarded(
+                lambda: app.acquire_token_interactive(
+                    self.settings.scopes,
+                    login_hint=self.settings.user,
+                    timeout=timeout,
+                    prompt="select_account",
+                )
             )
-        )
+        except BrowserInteractionTimeoutError:
+            raise SignInRequired(
+                f"The sign-in in the browser was not completed within {timeout:.0f} seconds (or no browser "
+                "could be opened on this computer).",
+                hint="Sign in with a code on another device instead: relaywizard signin without --browser.",
+            ) from None
         return result
 
     def _signed_in(self, result: dict[str, Any]) -> None:

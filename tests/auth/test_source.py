@@ -222,3 +222,52 @@ async def test_throttling_is_explained(authority: FakeAuthority) -> None:
     with pytest.raises(OAuthError) as caught:
         await app_source(authority).token()
     assert "AADSTS50196" in caught.value.message
+
+
+async def test_interactive_sign_in_through_a_browser(
+    authority: FakeAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MSAL's loopback redirect, with a stand-in browser that follows the authority's redirect."""
+    import threading
+    import urllib.parse
+    import webbrowser
+
+    import requests
+
+    opened: list[str] = []
+
+    def follow(url: str) -> None:
+        # The authority redirects with the code; MSAL asks for response_mode=form_post, so a browser
+        # would post it to MSAL's loopback listener.
+        answer = requests.get(url, verify=str(authority.ca_file), allow_redirects=False, timeout=10)
+        target = urllib.parse.urlsplit(answer.headers["Location"])
+        form = dict(urllib.parse.parse_qsl(target.query))
+        requests.post(target._replace(query="").geturl(), data=form, timeout=10)
+
+    def browser(url: str, *args: object, **kwargs: object) -> bool:
+        opened.append(url)
+        threading.Thread(target=follow, args=(url,)).start()
+        return True
+
+    monkeypatch.setattr(webbrowser, "open", browser)
+    monkeypatch.setenv("BROWSER", "none-here")  # keep MSAL from preferring an installed Edge
+    keyring = MemoryKeyring()
+    token = await delegated_source(authority, SecretStore(keyring)).sign_in_interactively(wait=20)
+    assert token == authority.issued[-1]
+    assert opened[0].startswith(f"{authority.url}/oauth2/v2.0/authorize?")
+    assert "login_hint=oauth%40lab.test" in opened[0]
+    assert authority.grants() == ["authorization_code"]
+    assert await delegated_source(authority, SecretStore(keyring)).signed_in_account() == "oauth@lab.test"
+
+
+async def test_an_unfinished_browser_sign_in_is_explained(
+    authority: FakeAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import webbrowser
+
+    monkeypatch.setattr(webbrowser, "open", lambda *args, **kwargs: False)  # no browser here
+    monkeypatch.setenv("BROWSER", "none-here")
+    source = delegated_source(authority, SecretStore(MemoryKeyring()))
+    with pytest.raises(SignInRequired, match="not completed within 1 seconds") as caught:
+        await source.sign_in_interactively(wait=1)
+    assert "without --browser" in caught.value.hint

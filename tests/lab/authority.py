@@ -105,7 +105,7 @@ class FakeAuthority:
         self._issue = issue or (lambda user, lifetime: "fake-" + secrets.token_urlsafe(24))
         self._script: list[Scripted] = []
         self._devices: dict[str, int] = {}
-        self._codes: set[str] = set()
+        self._codes: dict[str, str] = {}  # authorization code -> the nonce its ID token must carry
         self._refresh: dict[str, str] = {}  # refresh token -> user
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -272,7 +272,7 @@ class FakeAuthority:
     def _authorize(self, request: BaseHTTPRequestHandler, form: dict[str, str]) -> None:
         code = secrets.token_urlsafe(16)
         with self._lock:
-            self._codes.add(code)
+            self._codes[code] = form.get("nonce", "")
         query = urllib.parse.urlencode({"code": code, "state": form.get("state", "")})
         request.send_response(302)
         request.send_header("Location", f"{form['redirect_uri']}?{query}")
@@ -304,10 +304,10 @@ class FakeAuthority:
             return 200, self._tokens(self.device_user, user_tokens=True), {}
         if grant == "authorization_code":
             with self._lock:
-                if form.get("code") not in self._codes:
-                    return _error(400, "invalid_grant", 70000, "The provided authorization code is invalid.")
-                self._codes.discard(form["code"])
-            return 200, self._tokens(self.device_user, user_tokens=True), {}
+                nonce = self._codes.pop(form.get("code", ""), None)
+            if nonce is None:
+                return _error(400, "invalid_grant", 70000, "The provided authorization code is invalid.")
+            return 200, self._tokens(self.device_user, user_tokens=True, nonce=nonce), {}
         if grant == "refresh_token":
             with self._lock:
                 user = self._refresh.pop(form.get("refresh_token", ""), None)
@@ -326,7 +326,7 @@ class FakeAuthority:
             }
         return False
 
-    def _tokens(self, user: str, *, user_tokens: bool) -> dict[str, Any]:
+    def _tokens(self, user: str, *, user_tokens: bool, nonce: str = "") -> dict[str, Any]:
         lifetime = self.lifetime
         access_token = self._issue(self.token_user or user, lifetime)
         self.issued.append(access_token)
@@ -343,24 +343,25 @@ class FakeAuthority:
         with self._lock:
             self._refresh[refresh_token] = user
         now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": f"{self.url}/v2.0",
+            "aud": self.client_id,
+            "sub": uid,
+            "oid": uid,
+            "tid": self.tenant,
+            "preferred_username": user,
+            "name": user.split("@")[0],
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
+        }
+        if nonce:  # MSAL checks the interactive flow's nonce
+            claims["nonce"] = nonce
         answer.update(
             scope="https://outlook.office.com/SMTP.Send openid profile offline_access",
             refresh_token=refresh_token,
             client_info=_b64url(json.dumps({"uid": uid, "utid": self.tenant}).encode()),
-            id_token=unsigned_jwt(
-                {
-                    "iss": f"{self.url}/v2.0",
-                    "aud": self.client_id,
-                    "sub": uid,
-                    "oid": uid,
-                    "tid": self.tenant,
-                    "preferred_username": user,
-                    "name": user.split("@")[0],
-                    "iat": now,
-                    "nbf": now,
-                    "exp": now + 3600,
-                }
-            ),
+            id_token=unsigned_jwt(claims),
         )
         return answer
 
