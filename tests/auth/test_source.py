@@ -271,3 +271,29 @@ async def test_an_unfinished_browser_sign_in_is_explained(
     with pytest.raises(SignInRequired, match="not completed within 1 seconds") as caught:
         await source.sign_in_interactively(wait=1)
     assert "without --browser" in caught.value.hint
+
+
+async def test_a_certificate_credential_signs_in(authority: FakeAuthority) -> None:
+    import trustme
+
+    from relaywizard.auth.certificate import sha1_thumbprint
+    from relaywizard.auth.model import ClientCertificate
+    from relaywizard.cli.oauth import app_credential
+
+    issued = trustme.CA(key_type=trustme.KeyType.RSA).issue_cert(
+        "relaywizard-app", key_type=trustme.KeyType.RSA
+    )
+    key = issued.private_key_pem.bytes().decode()
+    certificate = issued.cert_chain_pems[0].bytes().decode()
+    credential = app_credential(key + certificate)  # one keyring secret holding both
+    assert isinstance(credential, ClientCertificate)
+    authority.thumbprints.add(sha1_thumbprint(certificate))
+    source = TokenSource(settings(authority), credential=credential)
+    assert await source.token() == authority.issued[-1]
+    assert "PRIVATE KEY" not in repr(credential)
+
+    authority.thumbprints.clear()  # the certificate is not (or no longer) on the app registration
+    with pytest.raises(OAuthError) as caught:
+        await TokenSource(settings(authority), credential=credential).token()
+    assert caught.value.code == "AADSTS700027"
+    assert "not one uploaded to its app registration" in caught.value.message

@@ -290,6 +290,10 @@ class FakeAuthority:
             return _error(400, "unauthorized_client", 700016, "Application not found in the directory.")
         if grant == "client_credentials":
             if not self._client_authenticated(form):
+                if "client_assertion" in form:
+                    return _error(
+                        401, "invalid_client", 700027, "Client assertion failed signature validation."
+                    )
                 return _error(401, "invalid_client", 7000215, "Invalid client secret provided.")
             return 200, self._tokens(self.app_user, user_tokens=False), {}
         if grant == "urn:ietf:params:oauth:grant-type:device_code":
@@ -321,7 +325,7 @@ class FakeAuthority:
             return form["client_secret"] == self.client_secret
         assertion = form.get("client_assertion")
         if assertion:
-            return str(jwt_header(assertion).get("x5t", "")) in {
+            return str(jwt_header(assertion).get("x5t", "")).rstrip("=") in {
                 _b64url(bytes.fromhex(t)) for t in self.thumbprints
             }
         return False
