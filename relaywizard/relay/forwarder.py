@@ -1,8 +1,9 @@
 """The forwarder: takes messages from the spool and delivers them to the upstream, the way Microsoft wants.
 
 Shape: one dispatcher task claims due messages from the spool and hands them to up to ``connections``
-worker tasks; each worker owns one ``UpstreamSession`` that it keeps open across messages (AUTH once,
-RSET between messages, closed after ``idle_timeout`` without work). The dispatcher claims only as many
+worker tasks; each worker owns one session (from ``session_factory``; by default an SMTP
+``UpstreamSession``) that it keeps open across messages (one login, closed after ``idle_timeout``
+without work). The dispatcher claims only as many
 messages as there are idle workers, so at most ``connections`` messages are ever in SENDING, and it takes
 one pacing token per message, so all sessions together stay under ``rate`` messages a minute.
 
@@ -35,8 +36,10 @@ from relaywizard.relay.forwarder_types import (
     DeliveryLogLike,
     EventCallback,
     ForwarderEvent,
+    SessionFactory,
     SpoolLike,
     UpstreamHealth,
+    UpstreamSessionLike,
     attempt_for,
     backoff_delay,
     default_backoff,
@@ -83,6 +86,7 @@ class Forwarder:
         on_event: EventCallback | None = None,
         idle_timeout: float = IDLE_TIMEOUT,
         stop_grace: float = STOP_GRACE,
+        session_factory: SessionFactory | None = None,
     ) -> None:
         if connections < 1:
             raise ForwarderConfigError(
@@ -101,6 +105,7 @@ class Forwarder:
         self.on_event = on_event
         self.idle_timeout = idle_timeout
         self.stop_grace = stop_grace
+        self.session_factory = session_factory
         self.health = UpstreamHealth(f"{upstream.host}:{upstream.port}", backoff)
         self._backoff = backoff
         self._context = tls_context(upstream)  # once: loading the system CAs is not free
@@ -108,7 +113,7 @@ class Forwarder:
         self._bucket = TokenBucket(rate) if rate > 0 else None
         self._kick = asyncio.Event()
         self._queue: asyncio.Queue[Envelope | None] = asyncio.Queue()
-        self._sessions: list[UpstreamSession] = []
+        self._sessions: list[UpstreamSessionLike] = []
         self._idle = 0  # workers waiting for a message
         self._paused = self._stopping = self._running = False
         self._done = asyncio.Event()
@@ -159,11 +164,9 @@ class Forwarder:
         self._running = True
         workers: list[asyncio.Task[None]] = []
         try:
-            helo = self.upstream.helo_name
-            if not helo:
-                helo = await asyncio.to_thread(socket.getfqdn)  # may be slow with a broken resolver
+            factory = self.session_factory or await self._smtp_sessions()
             for _ in range(self.connections):
-                session = UpstreamSession(self.upstream, self.credentials, self._context, helo)
+                session = factory()
                 self._sessions.append(session)
                 workers.append(asyncio.create_task(self._worker(session)))
             await self._dispatch()
@@ -171,6 +174,17 @@ class Forwarder:
             await self._shutdown(workers)
             self._running = False
             self._done.set()
+
+    async def _smtp_sessions(self) -> SessionFactory:
+        """The default: SMTP sessions to ``upstream`` with ``credentials``."""
+        helo = self.upstream.helo_name
+        if not helo:
+            helo = await asyncio.to_thread(socket.getfqdn)  # may be slow with a broken resolver
+
+        def new_session() -> UpstreamSessionLike:
+            return UpstreamSession(self.upstream, self.credentials, self._context, helo)
+
+        return new_session
 
     # -- dispatching -----------------------------------------------------------------------------------
 
@@ -234,7 +248,7 @@ class Forwarder:
 
     # -- delivering ------------------------------------------------------------------------------------
 
-    async def _worker(self, session: UpstreamSession) -> None:
+    async def _worker(self, session: UpstreamSessionLike) -> None:
         while True:
             self._idle += 1
             self._kick.set()
@@ -272,7 +286,7 @@ class Forwarder:
                 await asyncio.wait({getter})
         return False if getter.cancelled() else getter.result()
 
-    async def _deliver(self, session: UpstreamSession, envelope: Envelope) -> None:
+    async def _deliver(self, session: UpstreamSessionLike, envelope: Envelope) -> None:
         try:
             content = await self.spool.content(envelope.id)
         except Exception as exc:  # unreadable for now (or gone: then it dies at max_age, never silently)

@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 from relaywizard.core.errors import UsageError
 from relaywizard.diagnostics.replies import explain, parse_reply
 from relaywizard.relay.model import Attempt, Envelope, State
+from relaywizard.relay.upstream_session import Buffer, Transaction
 
 EventKind = Literal["delivered", "deferred", "dead", "auth_failed", "upstream_down", "upstream_up"]
 Result = Literal["delivered", "deferred", "dead"]
@@ -68,6 +69,35 @@ class SpoolLike(Protocol):
     async def content(self, envelope_id: str) -> bytes: ...
 
     async def finish(self, envelope: Envelope, state: State) -> None: ...
+
+
+class UpstreamSessionLike(Protocol):
+    """One reusable session to the upstream (``UpstreamSession`` for SMTP; a Graph session later).
+
+    ``ready()`` makes it usable (True: it (re)connected, which tells the forwarder the upstream is up),
+    ``send()`` runs one message and returns the upstream's verdict (``SessionError`` when the session
+    itself failed), ``close()`` ends it politely when idle, ``abort()`` drops it at once.
+    """
+
+    connects: int
+    """Connections made so far."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def where(self) -> str: ...
+
+    async def ready(self) -> bool: ...
+
+    async def send(self, sender: str, recipients: list[str], content: Sequence[Buffer]) -> Transaction: ...
+
+    async def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+SessionFactory = Callable[[], UpstreamSessionLike]
 
 
 class DeliveryLogLike(Protocol):

@@ -2,9 +2,25 @@
 
 Opening a session costs a TCP connect, a TLS handshake and an AUTH; Postfix pays that for every message,
 and Microsoft 365 allows only three sessions per mailbox, so the forwarder keeps a few sessions open and
-sends message after message through each. Before each reuse an ``RSET`` both clears any half-finished
-transaction and proves the server still listens (it may have closed an idle session); if it does not,
-the session reconnects, and the message does not pay for the server's housekeeping.
+sends message after message through each.
+
+aiosmtplib opens the session (connect, EHLO, STARTTLS or implicit TLS, AUTH). Then the session takes the
+connection over with ``_Wire``, a small protocol of its own, because aiosmtplib reads one reply per
+command written and cannot pipeline. Per message, the round trips are:
+
+- PIPELINING offered (Postfix and Microsoft 365 do): MAIL and all RCPTs in one write, then their
+  replies; then ``BDAT <size> LAST`` with the content when CHUNKING is offered (else DATA, 354, the
+  content): two round trips (three with DATA) instead of 2 + recipients + 1. A 4xx for any recipient
+  still defers the whole message before any content is sent. The content is not written together with
+  MAIL and RCPT: Postfix then answers in two segments, and its Nagle delay against our delayed ACK
+  cost 40 ms a message (measured: 45 ms against 4.5 ms).
+- Not offered: one command at a time, as RFC 5321 describes.
+
+A session that ended its last transaction with a 2xx goes straight to the next MAIL (RFC 5321 §4.1.4:
+a completed transaction leaves no state behind); after anything else an ``RSET`` first clears what is
+left and proves the server still listens. A server closing an idle session is noticed by ``_Wire``
+(end of stream, or a reply nobody asked for, such as "421 timeout"), so the next message reconnects
+first; if the close crosses the next message's commands, the message is retried once on a new session.
 
 Failures of the session itself are not a message's fault and raise ``SessionError``: the network
 (``UpstreamUnavailable``), a refusal before any message is sent (greeting, EHLO, STARTTLS:
@@ -15,13 +31,15 @@ result and come back as a ``Transaction``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import re
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import aiosmtplib
+from aiosmtplib.email import quote_address
 
 from relaywizard.core import m365
 from relaywizard.core.errors import ConfigError
@@ -30,10 +48,13 @@ from relaywizard.relay.model import Upstream
 
 QUIT_TIMEOUT = 5.0
 CHUNK = 1 << 20
+MAX_REPLY = 64 * 1024
 _NEWLINE = re.compile(rb"\n")
 _LINE_ENDS = re.compile(rb"\r\n|\n|\r(?!\n)")  # bare CR or LF becomes CRLF, as SMTP requires
+_BARE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 _NON_ASCII = re.compile(rb"[\x80-\xff]")
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 Buffer = bytes | memoryview
 DATA_BYTES_PER_SECOND = 100_000  # the slowest uplink a DATA timeout still allows for (about 0.8 Mbit/s)
 
@@ -60,6 +81,20 @@ def data_chunks(content: Sequence[Buffer], size: int = CHUNK) -> Iterator[bytes]
                 yield chunk
     if not last.endswith(b"\r\n"):
         yield b"\r\n"
+
+
+def bdat_parts(content: Sequence[Buffer]) -> list[Buffer] | None:
+    """The message as BDAT carries it (as is, ending in CRLF), or None if it has a bare CR or LF.
+
+    BDAT sends bytes unchanged and needs their count up front, so a message that DATA would have to
+    repair (line ends) goes by DATA instead. The relay's own spool never holds such a message.
+    """
+    parts = [part for part in content if len(part)]
+    if any(_BARE_LINE_END.search(part) for part in parts):  # also a CRLF split between two parts
+        return None
+    if not parts or bytes(memoryview(parts[-1])[-2:]) != b"\r\n":
+        parts.append(b"\r\n")
+    return parts
 
 
 class ForwarderConfigError(ConfigError):
@@ -134,6 +169,146 @@ class Transaction:
         return 200 <= self.code < 300
 
 
+class _Wire(asyncio.Protocol):
+    """The session's connection after login: commands written in groups, replies parsed as they come.
+
+    Every complete reply is kept in order, however many arrive in one packet. A reply when none is
+    expected (a server closing an idle session says "421 ...") marks the connection as dead, so it is
+    never paired with a later command.
+    """
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport: asyncio.Transport = transport
+        self.expected = 0
+        self.dead: str | None = None
+        self._buffer = bytearray()
+        self._lines: list[bytes] = []
+        self._replies: collections.deque[tuple[int, str]] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self._paused = False
+        transport.set_protocol(self)
+
+    @property
+    def alive(self) -> bool:
+        return self.dead is None and not self.transport.is_closing()
+
+    # -- asyncio.Protocol -------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        start = 0
+        while (end := self._buffer.find(b"\n", start)) != -1:
+            line = bytes(self._buffer[start : end + 1])
+            start = end + 1
+            if len(line) < 4 or not line[:3].isdigit() or line[3:4] not in (b" ", b"-", b"\r", b"\n"):
+                self._fail(f"the upstream sent a malformed reply line {line[:60]!r}")
+                return
+            self._lines.append(line)
+            if line[3:4] == b"-":
+                continue
+            code = int(line[:3])
+            text = "\n".join(
+                ln[4:].strip(b" \t\r\n").decode("utf-8", "surrogateescape") for ln in self._lines
+            )
+            self._lines = []
+            if self.expected <= len(self._replies):
+                self._fail(f"the upstream closed the session: {reply_text(code, text)}")
+                return
+            self._replies.append((code, text))
+        del self._buffer[:start]
+        if len(self._buffer) > MAX_REPLY:
+            self._fail("the upstream sent a reply that is far too long")
+            return
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._fail("the upstream closed the connection")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.dead is None:
+            self.dead = "the connection was lost" + (f" ({exc})" if exc else "")
+        self._wake()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    # -- for the session --------------------------------------------------------------------------------
+
+    def _fail(self, why: str) -> None:
+        if self.dead is None:
+            self.dead = why
+        self.transport.abort()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _check(self) -> None:
+        if self.dead is not None:
+            raise aiosmtplib.SMTPServerDisconnected(self.dead[:1].upper() + self.dead[1:])
+        if self.transport.is_closing():
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+
+    def send(self, data: Buffer, replies: int = 0) -> None:
+        """Write ``data``, which asks for ``replies`` replies (counted before writing, so none is missed)."""
+        self._check()
+        self.expected += replies
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the transport's buffer is full (flow control for a large message)."""
+        self._check()
+        if self._paused:
+            self._drained = asyncio.get_running_loop().create_future()
+            try:
+                await self._drained
+            finally:
+                self._drained = None
+            self._check()
+
+    async def reply(self, seconds: float | None) -> tuple[int, str]:
+        """The next reply, in the order the commands were written."""
+        async with asyncio.timeout(seconds):
+            while not self._replies:
+                self._check()
+                self._waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+        self.expected -= 1
+        return self._replies.popleft()
+
+
+class _Stale(Exception):
+    """A reused connection turned out to be closed before the server answered anything."""
+
+
+@dataclass(frozen=True)
+class _Extensions:
+    pipelining: bool
+    chunking: bool
+    size: bool
+    eight_bit: bool
+    smtputf8: bool
+
+    @classmethod
+    def of(cls, smtp: aiosmtplib.SMTP) -> _Extensions:
+        has = smtp.supports_extension
+        return cls(has("pipelining"), has("chunking"), has("size"), has("8bitmime"), has("smtputf8"))
+
+
 class UpstreamSession:
     """An SMTP client session that connects (TLS, AUTH) on first use and stays open between messages."""
 
@@ -144,12 +319,15 @@ class UpstreamSession:
         self.credentials = credentials
         self.context = context
         self.helo = helo
-        self._smtp: aiosmtplib.SMTP | None = None
+        self._wire: _Wire | None = None
+        self._extensions = _Extensions(False, False, False, False, False)
+        self._clean = False  # the last transaction ended with a 2xx: no RSET needed
+        self._reused = False  # at least one transaction went through this connection
         self.connects = 0
 
     @property
     def connected(self) -> bool:
-        return self._smtp is not None and self._smtp.is_connected
+        return self._wire is not None and self._wire.alive
 
     @property
     def where(self) -> str:
@@ -157,14 +335,19 @@ class UpstreamSession:
 
     async def ready(self) -> bool:
         """Make the session usable for a message; True when a new connection (and AUTH) was made."""
-        if self._smtp is not None and self._smtp.is_connected:
+        wire = self._wire
+        if wire is not None and wire.alive:
+            if self._clean:
+                return False
             try:
-                response = await self._smtp.rset()
-                if response.code == 250:
+                wire.send(b"RSET\r\n", 1)
+                code, _ = await wire.reply(self.upstream.timeout)
+                if code == 250:
+                    self._clean = True
                     return False
-            except (aiosmtplib.SMTPException, OSError):
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
                 pass
-            self.abort()
+        self.abort()
         await self._open()
         return True
 
@@ -182,18 +365,26 @@ class UpstreamSession:
         self.connects += 1
         try:
             await smtp.connect()
+            if smtp.is_ehlo_or_helo_needed:
+                try:
+                    await smtp.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    await smtp.helo()  # a server without ESMTP: plain SMTP, one command at a time
             if self.credentials is not None:
                 await self._authenticate(smtp, self.credentials)
+            if smtp.transport is None:
+                raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+            extensions = _Extensions.of(smtp)
+            wire = _Wire(smtp.transport)
         except BaseException as exc:
             smtp.close()
             if isinstance(exc, Exception):
                 raise self._session_error(exc) from None
             raise
-        self._smtp = smtp
+        self._wire, self._extensions = wire, extensions
+        self._clean, self._reused = True, False
 
     async def _authenticate(self, smtp: aiosmtplib.SMTP, credentials: Credentials) -> None:
-        if smtp.is_ehlo_or_helo_needed:
-            await smtp.ehlo()
         offered = [name.upper() for name in smtp.server_auth_methods]
         usable = [name for name in credentials.mechanisms if name in offered]
         if not usable:
@@ -236,96 +427,164 @@ class UpstreamSession:
         return UpstreamUnavailable(f"Cannot talk to the upstream {self.where}: {reason}.")
 
     async def send(self, sender: str, recipients: list[str], content: Sequence[Buffer]) -> Transaction:
-        """One transaction: MAIL, RCPT for each recipient, DATA unless something decided otherwise.
+        """One transaction: MAIL, RCPT for each recipient, the content unless something decided otherwise.
 
-        Any recipient refused with 4xx defers the whole message (no DATA): retrying only some recipients
-        later would need per-recipient state, and a 4xx at submission is nearly always the server's
-        (throttling, thread limit) rather than the recipient's. Network errors raise ``SessionError``.
+        Any recipient refused with 4xx defers the whole message (no content sent): retrying only some
+        recipients later would need per-recipient state, and a 4xx at submission is nearly always the
+        server's (throttling, thread limit) rather than the recipient's. Network errors raise
+        ``SessionError``.
         """
-        smtp = self._smtp
-        if smtp is None:
+        if self._wire is None or not self._wire.alive:
             raise UpstreamUnavailable(f"The session to {self.where} is not open.")
         try:
-            result = await self._transaction(smtp, sender, recipients, content)
+            try:
+                result = await self._transaction(sender, recipients, content)
+            except _Stale:
+                self.abort()
+                await self._open()
+                result = await self._transaction(sender, recipients, content)
+        except SessionError:
+            self.abort()
+            raise
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             self.abort()
             raise self._session_error(exc) from None
-        except ValueError as exc:  # an address aiosmtplib will not put on the wire (control characters)
+        except ValueError as exc:  # an address that cannot go on the wire (control characters)
             reason = str(exc).rstrip(".")
             return Transaction("mail", 553, f"553 5.1.3 The relay cannot send this address: {reason}")
+        self._reused = True
+        self._clean = result.ok
         return result
 
     async def _transaction(
-        self, smtp: aiosmtplib.SMTP, sender: str, recipients: list[str], content: Sequence[Buffer]
+        self, sender: str, recipients: list[str], content: Sequence[Buffer]
     ) -> Transaction:
+        wire, ext = self._wire, self._extensions
+        assert wire is not None
         size = sum(len(part) for part in content)
         options: list[str] = []
-        if smtp.supports_extension("size"):
+        if ext.size:
             options.append(f"SIZE={size}")
-        eight_bit = any(_NON_ASCII.search(part) for part in content)
-        if eight_bit and smtp.supports_extension("8bitmime"):
+        if ext.eight_bit and any(_NON_ASCII.search(part) for part in content):
             options.append("BODY=8BITMIME")
         encoding = "ascii"
         if not all(address.isascii() for address in [sender, *recipients]):
-            if not smtp.supports_extension("smtputf8"):
+            if not ext.smtputf8:
                 return Transaction("mail", 553, "553 5.6.7 The upstream does not accept SMTPUTF8 addresses")
             options.append("SMTPUTF8")
             encoding = "utf-8"
+        mail = _command(b"MAIL FROM:" + quote_address(sender).encode(encoding), *options)
+        rcpts = [_command(b"RCPT TO:" + quote_address(r).encode(encoding)) for r in recipients]
+        bdat = bdat_parts(content) if ext.chunking else None
+        seconds = self.upstream.timeout + size / DATA_BYTES_PER_SECOND
+        taken = 0
+
+        async def reply(seconds: float | None) -> tuple[int, str]:
+            nonlocal taken
+            answer = await wire.reply(seconds)
+            taken += 1
+            return answer
+
         try:
-            await smtp.mail(sender, options=options, encoding=encoding)
-        except aiosmtplib.SMTPSenderRefused as exc:
-            return Transaction("mail", exc.code, reply_text(exc.code, exc.message))
-        result = Transaction("rcpt", 250, "")
-        for recipient in recipients:
-            try:
-                await smtp.rcpt(recipient, encoding=encoding)
-                result.accepted.append(recipient)
-            except aiosmtplib.SMTPRecipientRefused as exc:
-                result.refused[recipient] = (exc.code, reply_text(exc.code, exc.message))
-        temporary = [reply for reply in result.refused.values() if reply[0] < 500]
-        if temporary or not result.accepted:
-            result.code, result.reply = (temporary or list(result.refused.values()))[0]
-            return result
-        response = await self._data(smtp, content, self.upstream.timeout + size / DATA_BYTES_PER_SECOND)
-        result.stage, result.code, result.reply = "data", response.code, reply_text(*response)
+            if ext.pipelining:
+                wire.send(mail + b"".join(rcpts), 1 + len(rcpts))
+                replies = [await reply(self.upstream.timeout) for _ in range(1 + len(rcpts))]
+            else:
+                wire.send(mail, 1)
+                replies = [await reply(self.upstream.timeout)]
+                for rcpt in rcpts if replies[0][0] == 250 else []:
+                    wire.send(rcpt, 1)
+                    replies.append(await reply(self.upstream.timeout))
+            result = _envelope_result(replies, recipients)
+            if result.stage == "rcpt" and result.code == 250:
+                code, text = await self._content(wire, bdat, content, reply, seconds)
+                result.stage, result.code, result.reply = "data", code, reply_text(code, text)
+        except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+            if self._reused and taken == 0:
+                raise _Stale from exc  # closed by the server while idle: no reply, so nothing was sent
+            raise
         return result
 
-    async def _data(
-        self, smtp: aiosmtplib.SMTP, content: Sequence[Buffer], seconds: float
-    ) -> aiosmtplib.SMTPResponse:
-        """DATA, streamed a megabyte at a time with flow control.
+    async def _content(
+        self,
+        wire: _Wire,
+        bdat: list[Buffer] | None,
+        content: Sequence[Buffer],
+        reply: _Reader,
+        seconds: float,
+    ) -> tuple[int, str]:
+        """The message itself, by BDAT when possible, else by DATA; streamed a megabyte at a time.
 
-        ``smtp.data()`` would hold three more copies of the whole message (line endings, dot-stuffing,
-        the final dot) on top of the spool's: four times 35 MB for a large scan. Here the extra memory
-        is about one chunk. The final "." goes through ``execute_command`` so the reply is read as for
-        any command; ``_drain_helper`` is the flow control aiosmtplib's protocol inherits from asyncio.
+        Streaming with flow control keeps the extra memory to about one chunk, where ``smtp.data()``
+        would hold three more copies of the whole message (line ends, dot-stuffing, the final dot).
         """
-        response = await smtp.execute_command(b"DATA")
-        if response.code != 354:
-            return response
-        protocol = smtp.protocol
-        if protocol is None:
-            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
         async with asyncio.timeout(seconds):
+            if bdat is not None:
+                wire.send(b"BDAT %d LAST\r\n" % sum(len(part) for part in bdat), 1)
+                for part in bdat:
+                    view = memoryview(part)
+                    for start in range(0, len(view), CHUNK):
+                        wire.send(view[start : start + CHUNK])
+                        await wire.drain()
+                return await reply(None)
+            wire.send(b"DATA\r\n", 1)
+            code, text = await reply(None)
+            if code != 354:
+                return code, text
             for chunk in data_chunks(content):
-                protocol.write(chunk)
-                await protocol._drain_helper()
-            return await smtp.execute_command(b".", timeout=None)
+                wire.send(chunk)
+                await wire.drain()
+            wire.send(b".\r\n", 1)
+            return await reply(None)
 
     async def close(self) -> None:
         """End the session politely with QUIT (bounded). Never called while a command is under way."""
-        smtp, self._smtp = self._smtp, None
-        if smtp is None or not smtp.is_connected:
+        wire, self._wire = self._wire, None
+        if wire is None:
             return
         try:
-            await smtp.quit(timeout=QUIT_TIMEOUT)
+            if wire.alive:
+                wire.send(b"QUIT\r\n", 1)
+                await wire.reply(QUIT_TIMEOUT)
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
             pass
         finally:
-            smtp.close()
+            wire.transport.close()
 
     def abort(self) -> None:
         """Drop the connection at once (after an error, or when cancelled mid-transaction)."""
-        smtp, self._smtp = self._smtp, None
-        if smtp is not None:
-            smtp.close()
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            wire.transport.abort()
+
+
+_Reader = Callable[[float | None], Awaitable[tuple[int, str]]]
+
+
+def _command(verb_and_path: bytes, *options: str) -> bytes:
+    """One command line; a control character in an address or option raises ValueError."""
+    line = b" ".join([verb_and_path, *(option.encode("ascii") for option in options)])
+    if _CONTROL.search(line):
+        raise ValueError("the address contains a control character")
+    return line + b"\r\n"
+
+
+def _envelope_result(replies: list[tuple[int, str]], recipients: list[str]) -> Transaction:
+    """What the MAIL and RCPT replies (MAIL's first, then one per recipient) say about the transaction.
+
+    Stage "rcpt" with code 250: go on and send the content. Otherwise the result is decided: MAIL
+    refused, no recipient accepted, or a 4xx for any recipient (which defers the whole message).
+    """
+    code, text = replies[0]
+    if code != 250:
+        return Transaction("mail", code, reply_text(code, text))
+    result = Transaction("rcpt", 250, "")
+    for recipient, (code, text) in zip(recipients, replies[1:], strict=True):
+        if 200 <= code < 300:
+            result.accepted.append(recipient)
+        else:
+            result.refused[recipient] = (code, reply_text(code, text))
+    temporary = [reply for reply in result.refused.values() if reply[0] < 500]
+    if temporary or not result.accepted:
+        result.code, result.reply = (temporary or list(result.refused.values()))[0]
+    return result

@@ -360,12 +360,18 @@ async def test_idle_sessions_are_closed(spool: Any, upstream: FakeUpstream) -> N
     assert upstream.connections == 2
 
 
-async def test_rset_between_messages_on_a_reused_session(spool: Any, upstream: FakeUpstream) -> None:
+async def test_rset_only_after_a_transaction_that_did_not_end_in_250(
+    spool: Any, upstream: FakeUpstream
+) -> None:
+    upstream.script("data", "550 5.7.1 Not this one")
     async with running(spool, upstream_for(upstream), connections=1) as run:
+        [refused] = await run.add()
+        assert await run.until_state([refused], State.DEAD)
         ids = await run.add(3)
         assert await run.until_state(ids, State.DONE)
     assert upstream.connections == 1
-    assert upstream.rsets == 2
+    assert upstream.rsets == 1  # before the first message after the refusal; none between delivered ones
+    assert len(upstream.received) == 3
 
 
 # -- TLS --------------------------------------------------------------------------------------------------
