@@ -71,18 +71,47 @@ class Lab:
         lab = cls(root or default_root())
         lab.root.mkdir(parents=True, exist_ok=True)
         with lab._locked():
+            lab._register()
             if lab._state().get("fingerprint") == fingerprint() and lab.healthy():
                 return lab
+            if lab._other_users() and lab.healthy():
+                return lab  # older code, but rebuilding under another test run's feet would fail its tests
             lab._stop_all()
             lab._build()
+            lab._register()
             lab._start_all()
             lab.owned = True
             return lab
 
     def release(self) -> None:
-        """Stop the lab if this process started it; leave a reused one running."""
-        if self.owned:
-            self.stop()
+        """Stop the lab if this process started it and no other test process uses it; else leave it."""
+        with self._locked():
+            (self._users / str(os.getpid())).unlink(missing_ok=True)
+            if not self.owned or self._other_users():
+                return
+            self._stop_all()
+            self._state_file.unlink(missing_ok=True)
+
+    @property
+    def _users(self) -> Path:
+        return self.root / "users"
+
+    def _register(self) -> None:
+        self._users.mkdir(exist_ok=True)
+        (self._users / str(os.getpid())).touch()
+
+    def _other_users(self) -> list[int]:
+        """Other live processes using this lab (several test runs at once, as when helpers work together)."""
+        others = []
+        for entry in self._users.glob("*") if self._users.is_dir() else []:
+            pid = int(entry.name) if entry.name.isdigit() else 0
+            if pid == os.getpid():
+                continue
+            if pid and pid_alive(pid):
+                others.append(pid)
+            else:
+                entry.unlink(missing_ok=True)
+        return others
 
     def stop(self) -> None:
         with self._locked():
@@ -101,7 +130,7 @@ class Lab:
         )
 
     def _build(self) -> None:
-        keep = {"lock"}
+        keep = {"lock", "users"}
         for entry in self.root.iterdir():
             if entry.name not in keep:
                 shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
