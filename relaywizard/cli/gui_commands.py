@@ -1,4 +1,4 @@
-"""Commands that open a window: ``relaywizard`` / ``relaywizard wizard``.
+"""Commands that open a window: ``relaywizard`` / ``relaywizard wizard``, and ``relaywizard tray``.
 
 Qt is imported only here, only once a window is really wanted, and only when a display exists.
 """
@@ -19,6 +19,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Open the setup wizard: from 'what are you setting up?' to a tested device.",
     )
     wizard.set_defaults(handler=run_wizard)
+
+
+def register_tray(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from relaywizard.cli.relay import add_relay_options
+
+    tray = sub.add_parser(
+        "tray",
+        help="run the relay with a system-tray icon",
+        description="Run the relay with an icon in the system tray that shows its state at a glance, and a "
+        "window with the queue and the delivery log. When a relay (a service) already runs for the spool, "
+        "the tray attaches to it instead of starting a second one. One tray per user: starting it again "
+        "brings the first one's window forward.",
+    )
+    add_relay_options(tray)
+    tray.add_argument(
+        "--window",
+        action="store_true",
+        help="show the relay's window instead of a tray icon (for desktops without a system tray)",
+    )
+    tray.add_argument("-v", "--verbose", action="store_true", help="log every session and delivery")
+    tray.set_defaults(handler=run_tray)
 
 
 def display_available(environ: dict[str, str] | None = None, platform: str | None = None) -> bool:
@@ -45,3 +66,32 @@ def run_wizard(args: argparse.Namespace) -> int:
     from relaywizard.gui.app import run_wizard as run
 
     return run()
+
+
+def run_tray(args: argparse.Namespace) -> int:
+    require_display("relay's tray icon")
+    import asyncio
+    import logging
+
+    from relaywizard.cli.relay import credentials_for, device_passwords, load_config
+    from relaywizard.relay.service import RelayService
+
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    config = load_config(args)
+
+    async def start_relay() -> RelayService:
+        # keyring reads (D-Bus) off the GUI thread; a missing secret ends the tray with one sentence
+        credentials = await asyncio.to_thread(credentials_for, config)
+        devices = await asyncio.to_thread(device_passwords, config)
+        service = RelayService(config, credentials, devices)
+        await service.start()
+        return service
+
+    from relaywizard.gui.tray_app import run_tray as run
+
+    return run(config, window_only=args.window, start_relay=start_relay)

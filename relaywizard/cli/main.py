@@ -19,7 +19,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 #: The commands, in the order ``--help`` lists them.
-COMMANDS = ("wizard", "check", "explain", "relay", "queue", "secret", "signin")
+COMMANDS = ("wizard", "check", "explain", "relay", "tray", "queue", "secret", "signin")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -47,6 +47,10 @@ def _register(command: str, sub: argparse._SubParsersAction[argparse.ArgumentPar
         from relaywizard.cli import gui_commands
 
         gui_commands.register(sub)
+    elif command == "tray":
+        from relaywizard.cli import gui_commands
+
+        gui_commands.register_tray(sub)
     elif command == "check":
         from relaywizard.cli import check
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
+import signal
+import sys
 from collections.abc import Awaitable, Callable
 
 from PySide6.QtCore import QObject, Signal
@@ -34,9 +37,11 @@ NO_TRAY = (
 )
 
 
-def instance_name() -> str:
+def instance_name(paths: AppPaths | None = None) -> str:
+    """One tray per user and settings folder (``RELAYWIZARD_HOME`` gives a portable install its own)."""
     uid = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
-    return f"relaywizard-tray-{uid}"
+    folder = str((paths or AppPaths.default()).config)
+    return f"relaywizard-tray-{uid}-{hashlib.sha256(folder.encode()).hexdigest()[:12]}"
 
 
 class SingleInstance(QObject):
@@ -148,6 +153,16 @@ class TrayApp(QObject):
             return False
         return True
 
+    def describe(self) -> str:
+        """One line for the terminal: what the tray runs or follows."""
+        if self.service is None:
+            return f"relaywizard tray: following the relay already running for the spool {self.config.spool}"
+        host, port = self.service.relay.address
+        return (
+            f"relaywizard tray: relay listening on {host}:{port}; forwarding to "
+            f"{self.config.upstream.host}:{self.config.upstream.port}; spool {self.config.spool}"
+        )
+
     async def run(self) -> None:
         await self.start()
         await self.quitting.wait()
@@ -237,8 +252,14 @@ def run_tray(
     async def main() -> None:
         tray = TrayApp(config, start_relay=start_relay, window_only=window_only)
         single.activated.connect(tray.bring_forward)
+        # SIGTERM (a logout, systemd) and Ctrl-C stop the relay cleanly, as Quit does. Python runs the
+        # handler the next time Qt hands it control (the collector's timer makes that a matter of ms).
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(tray.quitting.set))
         try:
-            await tray.run()
+            await tray.start()
+            print(tray.describe(), file=sys.stderr, flush=True)
+            await tray.quitting.wait()
         except RelayWizardError as exc:
             failure.append(exc)
         finally:

@@ -1,0 +1,165 @@
+"""``relaywizard tray`` from the command line: the window-only mode running a real relay, one instance per
+user, and the one-sentence refusals (no display, no tray, a port in use)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_relay_cli import PROFILE, SCANNER, delivered, keyring_env, send
+from tests.helpers import BIN, assert_one_sentence_error, run_cli
+from tests.lab.lab import Lab
+from tests.lab.process import free_port
+
+pytestmark = [pytest.mark.lab, pytest.mark.keyring]
+__all__ = ["keyring_env"]  # the fixture, shared with the relay command's tests
+
+
+def tray_args(lab: Lab, port: int, spool: Path, *extra: str) -> list[str]:
+    return [
+        "tray",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--allow",
+        "127.0.0.1/32",
+        "--spool",
+        str(spool),
+        "--upstream",
+        f"{lab.host}:{lab.submission_port}",
+        "--ca-file",
+        str(lab.ca_file),
+        "--user",
+        SCANNER.login,
+        "--profile",
+        PROFILE,
+        "--rate",
+        "0",
+        *extra,
+    ]
+
+
+class TrayProcess:
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [str(BIN / "relaywizard"), *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stderr is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = self.process.stderr.readline()
+            if line.startswith("relaywizard tray:"):
+                self.started = line
+                return
+            if not line and self.process.poll() is not None:
+                break
+        self.process.kill()
+        raise AssertionError(f"the tray did not start: {self.process.stderr.read()}")
+
+    def stop(self) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGTERM)
+        _, err = self.process.communicate(timeout=30)
+        return self.process.returncode, err
+
+
+@pytest.fixture
+def tray_env(keyring_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    env = dict(keyring_env, RELAYWIZARD_HOME=str(tmp_path / "home"), QT_QPA_PLATFORM="offscreen")
+    env["RELAYWIZARD_RUNTIME_DIR"] = f"/tmp/rw-tray-{uuid.uuid4().hex[:8]}"
+    return env
+
+
+@pytest.fixture
+def window_tray(lab: Lab, tray_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[TrayProcess, int]]:
+    port = free_port("127.0.0.1")
+    running = TrayProcess(tray_args(lab, port, tmp_path / "spool", "--window"), tray_env)
+    yield running, port
+    if running.process.poll() is None:
+        running.process.kill()
+        running.process.communicate()
+
+
+def test_the_window_mode_runs_the_relay_which_delivers_and_stops_cleanly_on_sigterm(
+    lab: Lab, window_tray: tuple[TrayProcess, int]
+) -> None:
+    tray, port = window_tray
+    assert f"relay listening on 127.0.0.1:{port}" in tray.started
+    subject = f"tray cli {uuid.uuid4()}"
+    send(port, subject)
+    assert delivered(lab, "alice@lab.test", {subject})[subject] == 1
+    code, err = tray.stop()
+    assert code == 0, err
+    assert "Traceback" not in err
+
+
+def test_a_second_tray_brings_the_first_forward_and_exits(
+    lab: Lab, window_tray: tuple[TrayProcess, int], tray_env: dict[str, str], tmp_path: Path
+) -> None:
+    again = run_cli(tray_args(lab, free_port("127.0.0.1"), tmp_path / "spool2", "--window"), env=tray_env)
+    assert again.returncode == 0, again.stderr
+    assert "already running" in again.stdout
+    tray, _port = window_tray
+    assert tray.process.poll() is None  # the first one runs on
+
+
+def test_a_tray_started_while_the_relay_service_runs_attaches_to_it(
+    lab: Lab, keyring_env: dict[str, str], tray_env: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port("127.0.0.1")
+    spool = tmp_path / "spool"
+    relay_args = tray_args(lab, port, spool)
+    relay_args[0] = "relay"
+    service = subprocess.Popen(
+        [str(BIN / "relaywizard"), *relay_args],
+        env=tray_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert service.stderr is not None
+        assert "listening on" in service.stderr.readline() or "listening on" in service.stderr.readline()
+        tray = TrayProcess(tray_args(lab, port, spool, "--window"), tray_env)
+        assert "following the relay already running" in tray.started
+        code, err = tray.stop()
+        assert code == 0, err
+        assert service.poll() is None  # quitting the tray leaves the service running
+    finally:
+        service.send_signal(signal.SIGTERM)
+        service.communicate(timeout=30)
+
+
+def test_a_port_in_use_is_one_sentence(lab: Lab, tray_env: dict[str, str], tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(tray_args(lab, port, tmp_path / "spool", "--window"), env=tray_env)
+    assert_one_sentence_error(result, str(port))
+
+
+def test_a_desktop_without_a_tray_is_told_where_to_go_instead(
+    tray_env: dict[str, str], tmp_path: Path
+) -> None:
+    result = run_cli(["tray", "--allow", "127.0.0.1/32", "--spool", str(tmp_path / "spool")], env=tray_env)
+    assert_one_sentence_error(result, "no system tray", "--window", "relaywizard relay")
+
+
+def test_without_a_display_the_tray_says_so(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env.pop("QT_QPA_PLATFORM", None)
+    result = run_cli(["tray"], env=env, home=tmp_path)
+    assert_one_sentence_error(result, "No display")
