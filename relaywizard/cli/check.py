@@ -228,11 +228,13 @@ def run(args: argparse.Namespace) -> int:
 
 async def _sign_in_then_diagnose(target: Target, only: Group | None) -> Report:
     """A delegated sign-in not saved yet happens first, so no SMTP session waits for a person."""
-    source = getattr(target.token_provider, "__self__", None)
-    if target.auth == "oauth-delegated" and source is not None and only != "dns":
+    if target.auth == "oauth-delegated" and only != "dns":
+        from relaywizard.auth.source import TokenSource
         from relaywizard.cli.oauth import sign_in_if_needed
 
-        await sign_in_if_needed(source)
+        source = getattr(target.token_provider, "__self__", None)  # build_target's source.token
+        if isinstance(source, TokenSource):
+            await sign_in_if_needed(source)
     return await diagnose(target, only)
 
 

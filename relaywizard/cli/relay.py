@@ -38,7 +38,12 @@ def add_relay_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls", choices=("starttls", "implicit", "none"), help="upstream transport security")
     parser.add_argument("--ca-file", metavar="PEM", help="extra CA certificates for the upstream")
     parser.add_argument("--user", metavar="ADDRESS", help="the upstream mailbox")
-    parser.add_argument("--profile", metavar="NAME", help="the keyring profile holding the upstream secret")
+    parser.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="the keyring profile holding the upstream secret (the password, or with --auth oauth-app the "
+        "client secret); with --auth oauth-delegated, the sign-in saved by relaywizard signin --profile NAME",
+    )
     parser.add_argument(
         "--auth",
         choices=("password", "oauth-app", "oauth-delegated", "none"),
