@@ -33,7 +33,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,6 +42,8 @@ from relaywizard.relay.model import Attempt, Envelope, State
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Buffer = bytes | memoryview
+_IOV_MAX = 1024
 
 DONE_KEEP_SECONDS = 7 * 24 * 3600
 """How long a delivered message's envelope stays visible in the queue view."""
@@ -83,14 +85,21 @@ def _reason(exc: OSError) -> str:
     return text[:1].lower() + text[1:]
 
 
-def _write_file(path: Path, data: bytes, *, exclusive: bool = False) -> None:
-    """Write ``data`` to a new file (0600) and fsync it; on an error, remove what was written."""
+def _write_file(path: Path, data: Buffer | Sequence[Buffer], *, exclusive: bool = False) -> None:
+    """Write ``data`` (bytes, or pieces written as one) to a new file (0600) and fsync it.
+
+    On an error, remove what was written. Pieces go out with ``writev``: a message received in pieces
+    is never joined in memory just to be written.
+    """
     flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
     fd = os.open(path, flags, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        if isinstance(data, bytes | memoryview):
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        else:
+            _write_pieces(fd, data)
         os.fsync(fd)
     except OSError:
         os.close(fd)
@@ -98,6 +107,16 @@ def _write_file(path: Path, data: bytes, *, exclusive: bool = False) -> None:
             os.unlink(path)
         raise
     os.close(fd)
+
+
+def _write_pieces(fd: int, pieces: Sequence[Buffer]) -> None:
+    views = [memoryview(piece) for piece in pieces if len(piece)]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX])
+        while written and written >= len(views[0]):  # drop what went out whole, trim a piece cut short
+            written -= len(views.pop(0))
+        if written:
+            views[0] = views[0][written:]
 
 
 def _encode(envelope: Envelope) -> bytes:
@@ -379,8 +398,11 @@ class Spool:
 
     # -- the hot path -----------------------------------------------------------------------------------
 
-    async def accept(self, envelope: Envelope, content: bytes) -> Envelope:
-        """Store a message durably in QUEUED; only then may the device be answered 250."""
+    async def accept(self, envelope: Envelope, content: bytes | Sequence[Buffer]) -> Envelope:
+        """Store a message durably in QUEUED; only then may the device be answered 250.
+
+        ``content`` is the message, whole or in pieces (written one after the other, never joined).
+        """
         self._require_open()
         if not _ID.fullmatch(envelope.id):
             raise ValueError(f"not a spool id: {envelope.id!r}")
@@ -388,7 +410,7 @@ class Spool:
         queued.state = State.QUEUED
         return await self._to_the_end(self._accept(queued, content))
 
-    async def _accept(self, queued: Envelope, content: bytes) -> Envelope:
+    async def _accept(self, queued: Envelope, content: bytes | Sequence[Buffer]) -> Envelope:
         await asyncio.to_thread(self._accept_files, queued, content)
         self._schedule.add(queued)
         self._counts[State.QUEUED] += 1
@@ -416,7 +438,7 @@ class Spool:
         elif late is not None:
             late(task.result())
 
-    def _accept_files(self, envelope: Envelope, content: bytes) -> None:
+    def _accept_files(self, envelope: Envelope, content: bytes | Sequence[Buffer]) -> None:
         data = self._data(envelope.id)
         incoming = self._json(State.INCOMING, envelope.id)
         tmp = incoming.with_name(incoming.name + ".tmp")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from relaywizard.relay.inbound import start_inbound
@@ -26,14 +26,15 @@ class FakeSpool:
         self.messages: dict[str, tuple[Envelope, bytes]] = {}
         self.started = 0
 
-    async def accept(self, envelope: Envelope, content: bytes) -> Envelope:
+    async def accept(self, envelope: Envelope, content: bytes | Sequence[bytes | memoryview]) -> Envelope:
         self.started += 1
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.fail is not None:
             raise self.fail
         stored = dataclasses.replace(envelope, state=State.QUEUED, rcpt_tos=list(envelope.rcpt_tos))
-        self.messages[stored.id] = (stored, bytes(content))
+        whole = content if isinstance(content, bytes) else b"".join(content)
+        self.messages[stored.id] = (stored, whole)
         return stored
 
     @property

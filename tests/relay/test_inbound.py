@@ -24,7 +24,7 @@ import pytest
 import trustme
 
 from relaywizard.core.errors import ConfigError
-from relaywizard.relay.inbound import start_inbound
+from relaywizard.relay.inbound import read_data, start_inbound
 from relaywizard.relay.model import Envelope, State
 from relaywizard.relay.policy import InboundPolicy
 from relaywizard.relay.spool import Spool
@@ -733,3 +733,91 @@ async def test_address_not_of_this_computer() -> None:
         await start_inbound(
             InboundPolicy(hostname="relay", allow=LOCAL), FakeSpool(), print, "192.0.2.77", 2525
         )
+
+
+# -- reading DATA in pieces (read_data) ----------------------------------------------------------------------
+
+
+async def read_in_pieces(
+    stream: bytes, cuts: list[int], limit: int = 1001, **policy: Any
+) -> tuple[Any, bytes]:
+    """``read_data`` over ``stream`` arriving cut at ``cuts``; also what it left for the next command."""
+    reader = asyncio.StreamReader(limit=limit)
+
+    async def arrive() -> None:
+        start = 0
+        for cut in [*cuts, len(stream)]:
+            reader.feed_data(stream[start:cut])
+            start = cut
+            await asyncio.sleep(0)
+        reader.feed_eof()
+
+    feeding = asyncio.create_task(arrive())
+    data = await read_data(reader, InboundPolicy(hostname="relay.test", **policy))
+    await feeding
+    return data, await reader.read()
+
+
+def joined(data: Any) -> bytes:
+    return b"".join(bytes(part) for part in data.parts)
+
+
+@pytest.mark.parametrize("cut", range(1, 40))
+async def test_read_data_gives_the_same_at_any_cut(cut: int) -> None:
+    content = b"Subject: dots\r\n\r\n..leading\r\n...\r\nend.\r\n\r\n"
+    data, rest = await read_in_pieces(content + b".\r\nQUIT\r\n", [cut, cut + 7])
+    assert data.refusal is None
+    assert joined(data) == b"Subject: dots\r\n\r\n.leading\r\n..\r\nend.\r\n\r\n"
+    assert data.size == len(joined(data))
+    assert rest == b"QUIT\r\n"  # a pipelined command after the end is left for the session
+
+
+@pytest.mark.parametrize("separator", [*SMUGGLING.values(), b"\r\n.\r\r\n", b"\n.\r\r\n"])
+@pytest.mark.parametrize("cut", [1, 5, 17, 18, 19, 20, 21, 22])
+async def test_read_data_never_ends_at_a_smuggled_end(separator: bytes, cut: int) -> None:
+    stream = b"Subject: first\r\n\r\nHello" + separator + SMUGGLED + b".\r\nNOOP\r\n"
+    data, rest = await read_in_pieces(stream, [cut])
+    assert data.refusal is not None
+    assert str(data.refusal).startswith("550 5.6.0 ")
+    assert data.parts == []
+    assert rest == b"NOOP\r\n"
+
+
+@pytest.mark.parametrize("stream", [b".\r\n", b"\r\n.\r\n", b"x\r\n.\r\n"])
+async def test_read_data_short_messages(stream: bytes) -> None:
+    data, rest = await read_in_pieces(stream + b"RSET\r\n", [1])
+    assert data.refusal is None
+    assert joined(data) == stream[:-3]
+    assert rest == b"RSET\r\n"
+
+
+async def test_read_data_a_long_line_is_refused_and_memory_stays_bounded() -> None:
+    stream = b"Subject: x\r\n\r\n" + b"y" * 5_000_000 + b"\r\n.\r\n"
+    data, rest = await read_in_pieces(stream, list(range(65536, len(stream), 65536)))
+    assert str(data.refusal).startswith("500 5.5.2 Line too long")
+    assert data.parts == []
+    assert rest == b""
+
+
+async def test_read_data_over_the_size_limit_is_refused_after_the_end() -> None:
+    line = b"z" * 76 + b"\r\n"
+    stream = b"Subject: x\r\n\r\n" + line * 2000 + b".\r\nNOOP\r\n"
+    data, rest = await read_in_pieces(stream, list(range(4096, len(stream), 4096)), max_message_size=100_000)
+    assert str(data.refusal).startswith("552 5.3.4 ")
+    assert rest == b"NOOP\r\n"
+    data, _ = await read_in_pieces(stream, [4096], max_message_size=len(stream))
+    assert data.refusal is None
+
+
+async def test_read_data_the_connection_ending_first_is_none() -> None:
+    data, _ = await read_in_pieces(b"Subject: x\r\n\r\nno end", [3])
+    assert data is None
+
+
+async def test_read_data_keeps_a_large_message_in_few_pieces() -> None:
+    line = base64.b64encode(bytes(range(57))) + b"\r\n"
+    body = b"Subject: big\r\n\r\n" + line * 100_000  # 7.8 MB
+    data, _ = await read_in_pieces(body + b".\r\n", list(range(262144, len(body), 262144)))
+    assert data.refusal is None
+    assert joined(data) == body
+    assert len(data.parts) < 2 * (len(body) // 262144 + 2)
