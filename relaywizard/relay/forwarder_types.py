@@ -106,6 +106,9 @@ class DeliveryLogLike(Protocol):
     def write(self, envelope: Envelope, attempt: Attempt) -> None: ...
 
 
+_SUCCESS_EXPLANATIONS: dict[tuple[int | None, str | None], str] = {}
+
+
 def attempt_for(at: float, result: Result, text: str, *, is_reply: bool = True) -> Attempt:
     """An ``Attempt`` for an upstream reply (explained by the reply explainer) or a network error."""
     if not is_reply:
@@ -113,6 +116,13 @@ def attempt_for(at: float, result: Result, text: str, *, is_reply: bool = True) 
     parsed = parse_reply(text)
     if parsed is None:
         return Attempt(at, result, text, None, "")
+    # Looking the reply up in the explainer's table costs about 0.2 ms; every delivered message's
+    # "250 ... queued as <id>" means the same, so a success is explained once per code. Only when the
+    # table entry does not depend on the text, which no 2xx entry does today.
+    key = (parsed.basic, parsed.enhanced)
+    known = _SUCCESS_EXPLANATIONS.get(key)
+    if known is not None:
+        return Attempt(at, result, text, parsed.enhanced, known)
     try:
         explained = explain(parsed)
     except UsageError:
@@ -120,6 +130,14 @@ def attempt_for(at: float, result: Result, text: str, *, is_reply: bool = True) 
     explanation = explained.meaning
     if explained.fix and explained.fix != "Nothing to fix.":
         explanation = f"{explanation} {explained.fix}"
+    text_free = explained.entry is None or explained.entry.text is None
+    if (
+        parsed.basic is not None
+        and 200 <= parsed.basic < 300
+        and text_free
+        and len(_SUCCESS_EXPLANATIONS) < 64
+    ):
+        _SUCCESS_EXPLANATIONS[key] = explanation
     return Attempt(at, result, text, parsed.enhanced, explanation)
 
 

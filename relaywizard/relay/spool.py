@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import errno
 import fcntl
 import heapq
@@ -119,8 +120,19 @@ def _write_pieces(fd: int, pieces: Sequence[Buffer]) -> None:
             views[0] = views[0][written:]
 
 
+def _as_json(envelope: Envelope) -> dict[str, Any]:
+    """``envelope.to_json()`` without ``dataclasses.asdict``, which deep-copies field by field: it took
+    a third of a millisecond per message, several times per message, on the relay's event loop."""
+    data = dict(vars(envelope))
+    data["state"] = str(envelope.state)
+    data["rcpt_tos"] = list(envelope.rcpt_tos)
+    data["attempts"] = [dict(vars(attempt)) for attempt in envelope.attempts]
+    data["failed_rcpts"] = dict(envelope.failed_rcpts)
+    return data
+
+
 def _encode(envelope: Envelope) -> bytes:
-    return json.dumps(envelope.to_json(), ensure_ascii=False, separators=(",", ":")).encode()
+    return json.dumps(_as_json(envelope), ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _load(path: Path, state: State) -> Envelope:
@@ -136,7 +148,11 @@ def _load(path: Path, state: State) -> Envelope:
 
 def _copy(envelope: Envelope) -> Envelope:
     """A deep copy, so the spool's own envelopes never alias a caller's."""
-    return Envelope.from_json(envelope.to_json())
+    copied = copy.copy(envelope)
+    copied.rcpt_tos = list(envelope.rcpt_tos)
+    copied.attempts = [copy.copy(attempt) for attempt in envelope.attempts]
+    copied.failed_rcpts = dict(envelope.failed_rcpts)
+    return copied
 
 
 class _Schedule:
