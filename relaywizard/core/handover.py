@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relaywizard.core import advisor, m365, settings, validate
+from relaywizard.core import advisor, app_registration, m365, settings, validate
 from relaywizard.core.plan import SetupPlan, UseCase
 from relaywizard.diagnostics import powershell, records
 from relaywizard.diagnostics.model import CheckResult, Report, Status
@@ -158,11 +158,16 @@ def device_settings(plan: SetupPlan) -> list[tuple[str, str]]:
         ]
         mailbox = plan.tenant.mailbox or "the mailbox's address"
         if plan.auth == "oauth":
+            oauth = plan.oauth
             rows += [
                 ("Authentication", "OAuth 2.0 (XOAUTH2)"),
                 ("User name", mailbox),
                 ("Password", "none: the application signs in with OAuth 2.0"),
             ]
+            if oauth.tenant:
+                rows.append(("Tenant", oauth.tenant))
+            if oauth.client_id:
+                rows.append(("Application (client) ID", oauth.client_id))
         else:
             rows += [
                 ("Authentication", "User name and password (SMTP AUTH)"),
@@ -237,6 +242,8 @@ def _powershell(plan: SetupPlan) -> str:
     sender, mailbox = tenant.sender.strip(), tenant.mailbox.strip()
     if plan.method == "smtp-auth" and sender and mailbox and sender.lower() != mailbox.lower():
         blocks.append(powershell.grant_send_as(sender, mailbox))
+    if plan.method == "smtp-auth" and plan.auth == "oauth" and plan.oauth.kind == "oauth-app":
+        blocks.append(app_registration.exchange_block(plan.oauth.client_id, mailbox, plan.oauth.object_id))
     # Every block starts by saying how to connect; once is enough.
     first = blocks[0].splitlines()[0]
     rest = [b.split("\n", 1)[1] if b.startswith(first + "\n") else b for b in blocks[1:]]
@@ -470,9 +477,8 @@ def profile_from_plan(plan: SetupPlan, name: str) -> settings.Profile:
     sender = tenant.sender.strip() or None
     if sender and mailbox and sender.lower() == mailbox.lower():
         sender = None
-    # The plan says "oauth" only; the delegated flow is the one a person completes in the wizard.
-    oauth = "oauth-delegated" if plan.auth == "oauth" else "password"
-    auth = oauth if signs_in else "none"
+    oauth = plan.auth == "oauth" and signs_in
+    auth = (plan.oauth.kind if oauth else "password") if signs_in else "none"
     host: str | None = None
     port: int | None = None
     if not signs_in:
@@ -486,6 +492,9 @@ def profile_from_plan(plan: SetupPlan, name: str) -> settings.Profile:
         user=mailbox if signs_in else None,
         sender=sender,
         auth=auth,
+        tenant=(plan.oauth.tenant.strip() or None) if oauth else None,
+        client_id=(plan.oauth.client_id.strip() or None) if oauth else None,
+        authority=(plan.oauth.authority.strip() or None) if oauth else None,
         smtp_host=host,
         smtp_port=port if host else None,
         tls="starttls",

@@ -8,6 +8,7 @@ tests can build a plan without any widget.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:  # core sits below diagnostics: only the annotations name its 
     from relaywizard.diagnostics.model import Method, Report
 
 AuthChoice = Literal["oauth", "password", "none"]
+OAuthFlow = Literal["oauth-delegated", "oauth-app"]
 
 
 class UseCase(StrEnum):
@@ -65,6 +67,24 @@ class Tenant:
 
 
 @dataclass
+class OAuthPlan:
+    """How an OAuth sign-in is set up: who signs in, in which tenant, with which app registration."""
+
+    kind: OAuthFlow = "oauth-delegated"
+    """oauth-delegated: the mailbox signs in once (device code); oauth-app: the app's own credential."""
+    tenant: str = ""
+    client_id: str = ""
+    authority: str = ""
+    """Empty: https://login.microsoftonline.com/<tenant>."""
+    object_id: str = ""
+    """The Enterprise application's object id, for the app registration's PowerShell (optional)."""
+    secret_expires: date | None = None
+    """When the app's client secret expires, for the warnings ahead of it (optional)."""
+    signed_in_as: str = ""
+    """oauth-delegated: the account whose sign-in is saved in the keyring; oauth-app: empty."""
+
+
+@dataclass
 class LocalRelay:
     """The relay relaywizard runs on this machine in front of Microsoft 365."""
 
@@ -80,6 +100,8 @@ class SetupPlan:
     method: Method = "smtp-auth"
     auth: AuthChoice = "password"
     method_overridden: bool = False
+    oauth: OAuthPlan = field(default_factory=OAuthPlan)
+    """Used when ``auth`` is "oauth"."""
     tenant: Tenant = field(default_factory=Tenant)
     profile: str = ""
     """The name the settings are saved under, and the keyring profile of the secret."""
