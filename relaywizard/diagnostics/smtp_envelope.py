@@ -13,12 +13,10 @@ import binascii
 import contextlib
 import email.policy
 import re
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
 
 import aiosmtplib
 
-from relaywizard.core import m365
+from relaywizard.core import m365, trace
 from relaywizard.core.errors import RelayWizardError
 from relaywizard.diagnostics import powershell
 from relaywizard.diagnostics.base import Context
@@ -312,19 +310,12 @@ def _connector_block(target: Target) -> str:
 
 
 def build_test_message(target: Target) -> tuple[bytes, str]:
-    """One short message with the headers a receiving server expects, and its Message-ID."""
-    sender = target.mail_from or ""
-    domain = sender.rpartition("@")[2] or "relaywizard.invalid"
-    message_id = make_msgid("relaywizard", domain=domain)
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = target.rcpt_to or ""
-    message["Subject"] = "relaywizard test message"
-    message["Date"] = formatdate(localtime=True)
-    message["Message-ID"] = message_id
-    message.set_content(
-        f"This message was sent by 'relaywizard check --send' to prove that {method_name(target)} works "
-        "from this network. It needs no answer.\n"
+    """One short message with the headers a receiving server expects, and its traceable Message-ID."""
+    message, message_id = trace.test_message(
+        target.mail_from or "",
+        target.rcpt_to or "",
+        body=f"This message was sent by 'relaywizard check --send' to prove that {method_name(target)} works "
+        "from this network. It needs no answer.\n",
     )
     return message.as_bytes(policy=email.policy.SMTP), message_id
 
@@ -356,6 +347,11 @@ class DataCheck(SmtpCheck):
             )
         session.transaction = False
         reply = " ".join(f"{response.code} {response.message}".split())
+        found = trace.trace_for(message_id)
         return self.passed(
-            f"The test message {message_id} was accepted: {reply}.", message_id=message_id, reply=reply
+            f"The test message {message_id} was accepted: {reply}.",
+            message_id=message_id,
+            reply=reply,
+            sent=trace.iso_utc(found.sent),
+            trace=found.powershell,
         )

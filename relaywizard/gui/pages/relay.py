@@ -8,15 +8,12 @@ sent through it; the relay stops when the page is left (Back) or the wizard clos
 from __future__ import annotations
 
 import asyncio
-import email.policy
-import email.utils
 import ipaddress
 import logging
 import os
 import re
 import time
 from collections.abc import Callable
-from email.message import EmailMessage
 from typing import TYPE_CHECKING, Literal
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer
@@ -33,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from relaywizard.core import handover, m365, netinfo, settings, validate
+from relaywizard.core import handover, m365, netinfo, settings, trace, validate
 from relaywizard.core.errors import ConfigError, RelayWizardError, SecretNotFound
 from relaywizard.core.netinfo import ListenChoice, LocalAddress
 from relaywizard.core.plan import SetupPlan
@@ -154,16 +151,12 @@ async def send_test_message(host: str, port: int, sender: str, recipient: str) -
     """Send one short message through the relay at ``host:port``; (its Message-ID, the relay's spool id)."""
     import aiosmtplib
 
-    message_id = email.utils.make_msgid("relaywizard", domain=sender.rpartition("@")[2] or None)
-    message = EmailMessage(policy=email.policy.SMTP)
-    message["From"] = sender
-    message["To"] = recipient
-    message["Subject"] = "relaywizard test message through the local relay"
-    message["Date"] = email.utils.formatdate(localtime=True)
-    message["Message-ID"] = message_id
-    message.set_content(
-        "relaywizard sent this message through its relay on this computer, to prove that the relay "
-        "forwards the office devices' mail to Microsoft 365. It needs no answer.\n"
+    message, message_id = trace.test_message(
+        sender,
+        recipient,
+        subject="relaywizard test message through the local relay",
+        body="relaywizard sent this message through its relay on this computer, to prove that the relay "
+        "forwards the office devices' mail to Microsoft 365. It needs no answer.",
     )
     where = validate.format_host_port(host, port)
     try:
