@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import re
 import sys
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -19,14 +18,13 @@ from urllib.parse import urlsplit
 from relaywizard.core import validate
 from relaywizard.core.errors import ConfigError, UsageError
 from relaywizard.core.settings import MULTI_TENANT_ALIASES
-from relaywizard.relay.credentials import TokenCredentials
 
 _PEM = re.compile(r"-----BEGIN ([A-Z ]+)-----.+?-----END \1-----", re.DOTALL)
 
 if TYPE_CHECKING:
-    from relaywizard.auth.expiry import ExpiryWarning
     from relaywizard.auth.model import ClientCertificate, OAuthSettings
     from relaywizard.auth.source import DeviceCode, TokenSource
+    from relaywizard.auth.upstream import SourceCredentials
     from relaywizard.relay.config import RelayConfig
 
 
@@ -195,18 +193,6 @@ def run_signin(args: argparse.Namespace) -> int:
 
 # -- the relay ---------------------------------------------------------------------------------------------
 
-DAY = 86_400.0
-_log = logging.getLogger("relaywizard.auth")
-
-
-class SourceCredentials(TokenCredentials):
-    """The relay's upstream login with OAuth: XOAUTH2 tokens from one shared ``TokenSource``."""
-
-    def __init__(self, source: TokenSource, *, secret_expires: date | None = None) -> None:
-        super().__init__(source.settings.user, source.token, on_rejected=source.invalidate)
-        self.source = source
-        self.secret_expires = secret_expires
-
 
 def relay_credentials(config: RelayConfig, *, secret_expires: date | None = None) -> SourceCredentials:
     """OAuth credentials for the relay's upstream (``config.auth`` is oauth-app or oauth-delegated)."""
@@ -225,43 +211,7 @@ def relay_credentials(config: RelayConfig, *, secret_expires: date | None = None
         )
     except UsageError as exc:
         raise ConfigError(exc.message, hint=exc.hint) from None
+    from relaywizard.auth.upstream import SourceCredentials
+
     secret = SecretStore().get(config.profile) if config.auth == "oauth-app" and config.profile else None
     return SourceCredentials(token_source(settings, secret), secret_expires=secret_expires)
-
-
-async def start_relay_sign_in(credentials: SourceCredentials) -> asyncio.Task[None]:
-    """Before the relay listens: get a first token, so a sign-in that cannot work stops it with one
-    sentence (exit 2); an unreachable authority only warns, mail is still queued. Then log the expiry
-    warnings now and once a day (the returned task; cancel it at stop)."""
-    from relaywizard.auth.errors import AuthorityUnreachable
-
-    try:
-        await credentials.source.token()
-    except AuthorityUnreachable as exc:
-        _log.warning("%s (mail is queued until a token can be fetched)", exc.one_line())
-    return asyncio.create_task(log_expiry_warnings(credentials), name="oauth-expiry-warnings")
-
-
-def expiry_of(credentials: SourceCredentials, now: datetime | None = None) -> list[ExpiryWarning]:
-    """What is about to stop this sign-in working: the tray can show the same list."""
-    from relaywizard.auth.certificate import not_after
-    from relaywizard.auth.expiry import expiry_warnings
-    from relaywizard.auth.model import ClientCertificate
-
-    credential = credentials.source.credential
-    certificate = not_after(credential.certificate) if isinstance(credential, ClientCertificate) else None
-    return expiry_warnings(
-        now=now,
-        secret_expires=credentials.secret_expires,
-        certificate_expires=certificate,
-        refresh_last_used=credentials.source.last_refresh,
-        client_id=credentials.source.settings.client_id,
-    )
-
-
-async def log_expiry_warnings(credentials: SourceCredentials, every: float = DAY) -> None:
-    """Log ``expiry_of`` as warnings, now and then every ``every`` seconds."""
-    while True:
-        for warning in expiry_of(credentials):
-            _log.warning("%s", warning.one_line())
-        await asyncio.sleep(every)

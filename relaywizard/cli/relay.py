@@ -193,16 +193,6 @@ def _log_event(event: ForwarderEvent) -> None:
     logging.getLogger("relaywizard.relay").log(level, "%s", event.text)
 
 
-async def _start_oauth(credentials: Credentials | None) -> asyncio.Task[None] | None:
-    """An OAuth upstream: a first token now (a sign-in that cannot work stops the relay with one
-    sentence), and its expiry warnings logged now and daily (the tray can hook ``oauth.expiry_of``)."""
-    from relaywizard.cli.oauth import SourceCredentials, start_relay_sign_in
-
-    if isinstance(credentials, SourceCredentials):
-        return await start_relay_sign_in(credentials)
-    return None
-
-
 def _date(text: str | None, option: str) -> date | None:
     if text is None:
         return None
@@ -219,30 +209,18 @@ async def serve(
     devices: dict[str, str] | None = None,
     verbose: bool = False,
 ) -> None:
-    from relaywizard.relay.control import RelayStatus, start_control
-    from relaywizard.relay.engine import Relay
+    from relaywizard.relay.service import RelayService
 
-    status = RelayStatus()  # what the tray sees through the control channel
     # The forwarder logs every attempt at INFO itself; without -v only its events worth a warning show.
-    relay = Relay(
-        config,
-        credentials,
-        on_event=status.listener(None if verbose else _log_event),
-        on_queued=status.on_queued,
-        device_passwords=devices,
-    )
+    service = RelayService(config, credentials, devices, on_event=None if verbose else _log_event)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await status.load_today(relay.delivery_log)
-    oauth_watch = await _start_oauth(credentials)
-    await relay.start()
-    control = None
-    try:
-        control = await start_control(relay, status)
-    except ConfigError as exc:  # mail still flows without it; only the tray and `queue retry` miss it
-        print(f"relaywizard relay: no control channel: {exc.one_line()}", file=sys.stderr, flush=True)
+    await service.start()
+    if service.control_error:  # mail still flows without it; only the tray and `queue retry` miss it
+        print(f"relaywizard relay: no control channel: {service.control_error}", file=sys.stderr, flush=True)
+    relay = service.relay
     host, port = relay.address
     upstream = config.upstream
     allowed = ", ".join(map(str, config.allow)) or "authenticated devices only"
@@ -257,11 +235,7 @@ async def serve(
         await stop.wait()
     finally:
         print("relaywizard relay: stopping", file=sys.stderr, flush=True)
-        if oauth_watch is not None:
-            oauth_watch.cancel()
-        if control is not None:
-            await control.close()
-        await relay.stop()
+        await service.stop()
         counts = relay.counts()
         queued = sum(counts.get(state, 0) for state in counts if str(state) in ("queued", "sending"))
         print(f"relaywizard relay: stopped; {queued} message(s) stay queued", file=sys.stderr, flush=True)

@@ -374,6 +374,7 @@ class ControlServer:
         self.idle_timeout = idle_timeout
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task[None]] = set()
+        self._closing = False
         self._bound: tuple[int, int] | None = None
 
     async def start(self) -> None:
@@ -433,6 +434,7 @@ class ControlServer:
 
     async def close(self) -> None:
         """Stop listening, hang up on every client, remove the socket."""
+        self._closing = True
         self.status.relay = None
         if self._server is not None:
             self._server.close()
@@ -465,6 +467,11 @@ class ControlServer:
             await self._serve(reader, writer)
         except (ConnectionError, TimeoutError):
             pass  # the client went away, or stopped reading its replies
+        except asyncio.CancelledError:
+            # close() hangs up: end normally, as Python 3.11's StreamReaderProtocol logs a traceback for
+            # a handler task that ends cancelled (task.exception() raises); any other cancel goes on.
+            if not self._closing:
+                raise
         except Exception:
             log.exception("control channel: a connection failed")
         finally:
@@ -482,6 +489,7 @@ class ControlServer:
         if not self.allowed(uid):
             log.warning("control channel: refused a connection from uid %d", uid)
             await _send(writer, _error("Only the user running the relay, or root, may control it."))
+            await _linger(reader, writer)
             return
         while True:
             try:
@@ -491,6 +499,7 @@ class ControlServer:
                 return
             except ValueError:  # longer than the limit: the rest of the stream cannot be trusted
                 await _send(writer, _error(f"A request line is longer than {MAX_LINE // 1024} KB."))
+                await _linger(reader, writer)
                 return
             if not line:
                 return
@@ -551,9 +560,12 @@ class ControlServer:
             try:
                 while True:
                     getting = asyncio.ensure_future(queue.get())
-                    done, _ = await asyncio.wait({getting, hangup}, return_when=asyncio.FIRST_COMPLETED)
+                    try:
+                        done, _ = await asyncio.wait({getting, hangup}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        if not getting.done():  # hung up, or the channel closing: no task left pending
+                            getting.cancel()
                     if getting not in done:
-                        getting.cancel()
                         return
                     event = getting.result()
                     if event is None:
@@ -564,6 +576,16 @@ class ControlServer:
                 hangup.cancel()
         finally:
             self.status.unsubscribe(queue)
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seconds: float = 1.0) -> None:
+    """Before hanging up on a client whose request was not read: say we are done writing and read what it
+    still sends (briefly), so closing with unread data does not reset the connection and lose our reply."""
+    with contextlib.suppress(OSError, RuntimeError):
+        if writer.can_write_eof():
+            writer.write_eof()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(_until_eof(reader), seconds)
 
 
 async def _until_eof(reader: asyncio.StreamReader) -> None:

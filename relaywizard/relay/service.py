@@ -7,6 +7,7 @@ the diagnostics target that tests the relay's own upstream (the tray's "Run the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -45,16 +46,33 @@ class RelayService:
         self.control: ControlServer | None = None
         self.control_error: str | None = None
         """Why the control channel could not start (mail still flows without it)."""
+        self._expiry: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Open the spool and listen; with OAuth, a first token before (a sign-in that cannot work stops
+        the start with one sentence) and the warnings ahead of expiry now and daily."""
+        from relaywizard.auth.upstream import SourceCredentials, start_relay_sign_in
+
         await self.status.load_today(self.relay.delivery_log)
-        await self.relay.start()
+        if isinstance(self.credentials, SourceCredentials):
+            self._expiry = await start_relay_sign_in(self.credentials, warn=self.warn)
+        try:
+            await self.relay.start()
+        except BaseException:
+            self._stop_expiry()
+            raise
         try:
             self.control = await start_control(self.relay, self.status)
         except ConfigError as exc:
             self.control_error = exc.one_line()
 
+    def _stop_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+
     async def stop(self) -> None:
+        self._stop_expiry()
         if self.control is not None:
             await self.control.close()
             self.control = None

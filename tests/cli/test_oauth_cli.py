@@ -10,7 +10,8 @@ import pytest
 
 from relaywizard.auth.model import OAuthSettings
 from relaywizard.auth.source import TokenSource
-from relaywizard.cli.oauth import SourceCredentials, app_credential, expiry_of, log_expiry_warnings
+from relaywizard.auth.upstream import SourceCredentials, expiry_of, log_expiry_warnings
+from relaywizard.cli.oauth import app_credential
 from relaywizard.core.errors import UsageError
 
 SETTINGS = OAuthSettings(kind="oauth-app", tenant="t", client_id="app-1", user="app@contoso.com")

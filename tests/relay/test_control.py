@@ -7,8 +7,10 @@ running as ``nobody`` (we are root here, as the lab needs; elsewhere through pas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import logging
 import os
 import socket
 import stat
@@ -430,3 +432,19 @@ async def test_windows_gets_one_sentence_instead_of_a_channel(
     )
     with pytest.raises(ControlUnavailable, match="not available on Windows"):
         await ControlClient.connect(running.relay.config.spool, wait=5)
+
+
+async def test_closing_with_a_watcher_connected_hangs_up_without_an_error_logged(
+    lab: Lab, tmp_path: Path, runtime: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR)
+    async with start_running(lab, tmp_path) as run:
+        client = await run.client()
+        stream = client.watch()
+        assert (await anext(stream))["event"] == "status"
+        await run.server.close()
+        with contextlib.suppress(ControlError, ConnectionError, StopAsyncIteration):
+            await asyncio.wait_for(anext(stream), 5)
+        await client.close()
+    await asyncio.sleep(0.05)  # the stream protocol's done-callback runs on the loop after the task ends
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
