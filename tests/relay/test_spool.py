@@ -133,11 +133,10 @@ class Crash(BaseException):
 ACCEPT_STEPS = [
     "write data/1",
     "fsync data/1",
-    "write incoming/1",
-    "fsync incoming/1",
-    "replace incoming/1 incoming/1",
+    "write queued/1",
+    "fsync queued/1",
     "fsync spool/data",
-    "rename incoming/1 queued/1",
+    "rename queued/1 queued/1",
     "fsync spool/queued",
 ]
 
@@ -173,7 +172,7 @@ async def test_a_crash_at_any_step_of_accept_leaves_nothing_or_a_whole_queued_me
         assert spool.get(before.id).state is State.QUEUED
         assert spool.content_path(before.id).read_bytes() == body("already queued")
         survived = spool.content_path(sent.id).exists()
-        if answered or crash_at > ACCEPT_STEPS.index("rename incoming/1 queued/1"):
+        if answered or crash_at > ACCEPT_STEPS.index("rename queued/1 queued/1"):
             assert survived
         if survived:
             assert spool.get(sent.id).state is State.QUEUED
@@ -385,11 +384,16 @@ async def test_finish_keeps_the_attempts_and_moves_the_message(spool: Spool) -> 
         await spool.finish(sent, State.SENDING)
 
 
-FINISH_STEPS = 6  # write + fsync the tmp, replace, rename, fsync both folders
+FINISH_STEPS = {
+    State.QUEUED: 6,  # write + fsync the tmp, replace, rename, fsync both folders
+    State.DEAD: 6,
+    State.DONE: 3,  # write the envelope into done, replace (and remove the sending one), fsync done
+}
 
 
-@pytest.mark.parametrize("target", [State.QUEUED, State.DONE, State.DEAD])
-@pytest.mark.parametrize("crash_at", range(FINISH_STEPS + 1))
+@pytest.mark.parametrize(
+    ("target", "crash_at"), [(target, n) for target, steps in FINISH_STEPS.items() for n in range(steps + 1)]
+)
 async def test_a_crash_during_finish_never_loses_the_message(
     spool: Spool, monkeypatch: pytest.MonkeyPatch, target: State, crash_at: int
 ) -> None:
@@ -405,7 +409,7 @@ async def test_a_crash_during_finish_never_loses_the_message(
     spool, _ = reopen(spool)
     try:
         stored = spool.get(sending.id)
-        finished = crash_at == FINISH_STEPS
+        finished = crash_at == FINISH_STEPS[target]
         assert stored.state in ((target,) if finished else (State.QUEUED, target))
         if stored.state is not State.DONE:
             assert spool.content_path(sending.id).read_bytes() == body("m")
@@ -715,3 +719,80 @@ def test_an_unusable_spool_folder_is_one_sentence(
     assert_one_sentence(caught.value, f"The spool folder {root} cannot be used", reason)
     assert caught.value.hint
     spool.close()
+
+
+# -- group commit ---------------------------------------------------------------------------------------
+
+
+async def test_messages_arriving_together_share_one_commit_and_each_is_durable_before_its_answer(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps = record_steps(monkeypatch)
+    gate = hold(monkeypatch, "fsync")  # the first message's group waits in its worker...
+    first = asyncio.create_task(spool.accept(envelope(id="0-first"), body("first")))
+    await asyncio.sleep(0.05)
+    answered: list[str] = []
+
+    async def accept(tag: str) -> None:
+        await spool.accept(envelope(id=f"{tag}-x"), body(tag))
+        answered.append(tag)
+        # Answered only when its rename into queued was followed by an fsync of the queued folder:
+        renamed = steps.index(f"rename queued/{tag} queued/{tag}")
+        assert "fsync spool/queued" in steps[renamed:]
+
+    later = [asyncio.create_task(accept(str(n))) for n in range(1, 6)]  # ...while these arrive
+    await asyncio.sleep(0.05)
+    assert answered == []
+    gate.set()
+    await asyncio.gather(first, *later)
+    monkeypatch.undo()
+
+    assert sorted(answered) == ["1", "2", "3", "4", "5"]
+    # Two groups (the first message alone, then the five): one fsync of each folder per group.
+    assert steps.count("fsync spool/data") == 2
+    assert steps.count("fsync spool/queued") == 2
+    second = steps[steps.index("fsync spool/queued") + 1 :]
+    data_synced = second.index("fsync spool/data")
+    assert all(s.startswith(("write", "fsync data/", "fsync queued/")) for s in second[:data_synced])
+    assert all(s.startswith("rename") for s in second[data_synced + 1 : -1])
+    assert second[-1] == "fsync spool/queued"
+    assert spool.counts()[State.QUEUED] == 6
+    for n in range(1, 6):
+        assert spool.content_path(f"{n}-x").read_bytes() == body(str(n))
+
+
+async def test_a_failure_in_a_group_fails_only_its_own_message(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept = await spool.accept(envelope(), body("kept"))
+    gate = hold(monkeypatch, "fsync")
+    blocker = asyncio.create_task(spool.accept(envelope(), body("blocker")))
+    await asyncio.sleep(0.05)
+    group = [
+        asyncio.create_task(spool.accept(envelope(), body("good 1"))),
+        asyncio.create_task(spool.accept(envelope(id=kept.id), body("same id"))),
+        asyncio.create_task(spool.accept(envelope(), body("good 2"))),
+    ]
+    await asyncio.sleep(0.05)
+    gate.set()
+    results = await asyncio.gather(blocker, *group, return_exceptions=True)
+    monkeypatch.undo()
+    assert isinstance(results[2], SpoolError)
+    assert "already in the spool" in str(results[2])
+    assert [isinstance(r, Envelope) for r in results] == [True, True, False, True]
+    assert spool.content_path(kept.id).read_bytes() == body("kept")
+    assert spool.counts()[State.QUEUED] == 4
+
+
+async def test_delivered_messages_finish_in_groups_and_lose_their_content(spool: Spool) -> None:
+    sent = await accepted(spool, 4)
+    claimed = await spool.claim(4, time.time())
+    for envelope_ in claimed:
+        envelope_.attempts.append(Attempt(at=time.time(), result="delivered", reply="250 2.0.0 OK"))
+    await asyncio.gather(*(spool.finish(e, State.DONE) for e in claimed))
+    assert files(spool.root) == {**NOTHING, "done": sorted(f"{e.id}.json" for e in sent)}
+    for envelope_ in sent:
+        stored = spool.get(envelope_.id)
+        assert stored.state is State.DONE
+        assert [a.reply for a in stored.attempts] == ["250 2.0.0 OK"]
+    assert spool.counts()[State.DONE] == 4
