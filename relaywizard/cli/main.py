@@ -19,7 +19,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 #: The commands, in the order ``--help`` lists them.
-COMMANDS = ("wizard", "check", "explain", "relay", "tray", "queue", "secret", "signin")
+COMMANDS = ("wizard", "check", "explain", "relay", "tray", "queue", "secret", "signin", "export")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -75,6 +75,10 @@ def _register(command: str, sub: argparse._SubParsersAction[argparse.ArgumentPar
         from relaywizard.cli import oauth
 
         oauth.register(sub)
+    elif command == "export":
+        from relaywizard.cli import export
+
+        export.register(sub)
 
 
 def _named_command(argv: Sequence[str]) -> str | None:
