@@ -9,12 +9,14 @@ Nothing here reads a secret: the password is named by its keyring profile, never
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from relaywizard.core import advisor, app_registration, m365, settings, validate
+from relaywizard.core import advisor, app_registration, checklist, m365, settings, trace, validate
 from relaywizard.core.plan import SetupPlan, UseCase
 from relaywizard.diagnostics import powershell, records
 from relaywizard.diagnostics.model import CheckResult, Report, Status
@@ -27,6 +29,7 @@ __all__ = [
     "TenantChanges",
     "build",
     "device_settings",
+    "message_trace",
     "method_reasons",
     "method_title",
     "method_warnings",
@@ -441,10 +444,27 @@ class Handover:
     changes: TenantChanges
     outcome: Outcome
     checks: tuple[CheckResult, ...]
+    trace: trace.Trace | None = None
+    """How to find the test message in Microsoft 365's message trace, when one was sent."""
+    checklist: checklist.Checklist | None = None
+    """The rollout checklist for the method, with each step's state from the tests."""
 
 
-def build(plan: SetupPlan) -> Handover:
-    """Everything the summary and the report show, for this plan."""
+def message_trace(plan: SetupPlan) -> trace.Trace | None:
+    """The trace of the plan's test message: sent when the DATA check says (else the time in its ID)."""
+    message_id = plan.test_message_id
+    if not message_id:
+        return None
+    result = plan.report.result("smtp.data") if plan.report else None
+    sent = None
+    if result is not None and result.data.get("message_id") == message_id:
+        with contextlib.suppress(TypeError, ValueError):
+            sent = datetime.fromisoformat(str(result.data.get("sent")).replace("Z", "+00:00"))
+    return trace.trace_for(message_id, sent=sent)
+
+
+def build(plan: SetupPlan, *, relay_running: bool | None = None) -> Handover:
+    """Everything the summary and the report show, for this plan (``relay_running``: see checklist)."""
     return Handover(
         domain=plan.tenant.domain,
         method=method_title(plan),
@@ -454,6 +474,8 @@ def build(plan: SetupPlan) -> Handover:
         changes=tenant_changes(plan),
         outcome=outcome(plan),
         checks=tuple(plan.report.ordered()) if plan.report else (),
+        trace=message_trace(plan),
+        checklist=checklist.build(plan, relay_running=relay_running),
     )
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from relaywizard.core import handover, settings
+from relaywizard.core import checklist, handover, settings, trace
 from relaywizard.core.errors import ConfigError
 from relaywizard.core.plan import Capabilities, LocalRelay, SetupPlan, Tenant, UseCase
 from relaywizard.diagnostics.checks import start_run
@@ -348,6 +349,50 @@ def test_outcome_counts_failures_and_warnings() -> None:
     assert outcome.status is Status.FAIL
     assert outcome.text.startswith("1 failed, 1 warning, 3 passed of 5 checks")
     assert "cancelled" in outcome.text
+
+
+# -- the trace and the checklist --------------------------------------------------------------------------
+
+
+def test_no_test_message_no_trace() -> None:
+    assert handover.build(plan_for()).trace is None
+
+
+def test_the_trace_uses_the_send_time_the_data_check_recorded() -> None:
+    message_id = trace.new_message_id("scanner@contoso.com", now=datetime(2026, 3, 1, 9, 0, tzinfo=UTC))
+    data = CheckResult(
+        "smtp.data",
+        Status.PASS,
+        "Test message (DATA)",
+        "Accepted.",
+        data={"message_id": message_id, "sent": "2026-03-01T09:00:02Z"},
+    )
+    plan = plan_for(report=Report(D, "smtp-auth", [data]), test_message_id=message_id)
+    found = handover.build(plan).trace
+    assert found is not None
+    assert found.message_id == message_id
+    assert found.sent == datetime(2026, 3, 1, 9, 0, 2, tzinfo=UTC)
+    assert '-StartDate "2026-03-01T08:00:02Z" -EndDate "2026-03-01T10:00:02Z"' in found.powershell
+
+
+def test_a_relay_test_message_is_traced_from_the_time_in_its_id() -> None:
+    message_id = trace.new_message_id("scanner@contoso.com", now=datetime(2026, 3, 1, 9, 0, tzinfo=UTC))
+    found = handover.build(plan_for(test_message_id=message_id)).trace
+    assert found is not None
+    assert found.sent == datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def test_the_handover_holds_the_checklist_of_the_method() -> None:
+    plan = plan_for("connector", report=dns_report("connector", IP))
+    found = handover.build(plan).checklist
+    assert found is not None
+    assert found.method == handover.method_title(plan)
+    assert {s.id: s.state for s in found.steps}["dns.mx"] is checklist.State.VERIFIED
+    assert "connector" in [s.id for s in found.steps]
+    relay = plan_for(relay=LocalRelay(True, "0.0.0.0:2525", ["192.168.1.20"]))
+    steps = handover.build(relay, relay_running=True).checklist
+    assert steps is not None
+    assert steps.steps[-1].state is checklist.State.VERIFIED
 
 
 # -- no secret, ever --------------------------------------------------------------------------------------
