@@ -18,6 +18,7 @@ Choices, also explained to the admin in the README:
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -226,8 +227,8 @@ def main_cf_fragment(target: PostfixTarget, postfix_dir: str = DEFAULT_POSTFIX_D
             "local_header_rewrite_clients = permit_mynetworks, permit_inet_interfaces",
         ]
     lines += ["", "# Microsoft's limits per mailbox: connections at once, and messages a minute."]
-    if target.rate > 0:
-        delay = max(1, round(60 / target.rate))
+    delay = rate_delay(target.rate)
+    if delay:
         lines += [
             f"# {target.rate} a minute: one message every {delay} s (a rate delay also means one at a time)",
             f"smtp_destination_rate_delay = {delay}s",
@@ -235,6 +236,12 @@ def main_cf_fragment(target: PostfixTarget, postfix_dir: str = DEFAULT_POSTFIX_D
     lines.append(f"smtp_destination_concurrency_limit = {target.connections}")
     lines.append("# --- end of relaywizard export ---")
     return "\n".join(lines) + "\n"
+
+
+def rate_delay(rate: int) -> int:
+    """Whole seconds between messages for at most ``rate`` a minute; 0 for no pacing (Postfix counts
+    rate delays in whole seconds, so more than 60 a minute is left to the concurrency limit)."""
+    return math.ceil(60 / rate) if 0 < rate <= 60 else 0
 
 
 def sasl_passwd(
@@ -338,7 +345,7 @@ def readme(target: PostfixTarget, postfix_dir: str, names: Sequence[str]) -> str
             "keep the device's own address in a Reply-To, and the display name is left as the device wrote "
             "it. Bounces Postfix itself sends (empty sender) are not rewritten.",
         ]
-    if target.rate > 0:
+    if rate_delay(target.rate):
         lines.append(
             f"- Paced to {target.rate} messages a minute (`smtp_destination_rate_delay`), Microsoft's "
             "per-mailbox SMTP limit.",
@@ -426,6 +433,7 @@ __all__ = [
     "main_cf_fragment",
     "method_for",
     "mynetworks",
+    "rate_delay",
     "readme",
     "sasl_passwd",
     "sender_canonical",
