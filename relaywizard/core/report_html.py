@@ -13,8 +13,11 @@ from datetime import datetime
 from html import escape
 
 from relaywizard import __version__
+from relaywizard.core.checklist import STATE_TEXT as CHECKLIST_STATE_TEXT
+from relaywizard.core.checklist import Checklist, State
 from relaywizard.core.handover import Handover, build
 from relaywizard.core.plan import SetupPlan
+from relaywizard.core.trace import TRACE_RETENTION_DAYS, Trace, iso_utc
 from relaywizard.diagnostics.model import CheckResult, Status
 
 __all__ = ["STATUS_TEXT", "render"]
@@ -26,6 +29,8 @@ STATUS_TEXT = {
     Status.FAIL: ("✗", "Failed"),
     Status.SKIP: ("–", "Skipped"),
 }
+
+_STATE_CLASS = {State.VERIFIED: "pass", State.TO_VERIFY: "warn", State.FAILED: "fail"}
 
 # Qt's engine indents tables by body margins (and reads @media screen), so the body's space is padding.
 _CSS = """
@@ -44,10 +49,11 @@ td.label { background-color: #f6f6f6; font-weight: bold; white-space: nowrap; }
 td.value { font-family: "Consolas", "DejaVu Sans Mono", "Menlo", monospace; }
 td.time, td.status { white-space: nowrap; }
 td.time { text-align: right; }
+td.verify { font-size: 8.5pt; }
 pre { font-family: "Consolas", "DejaVu Sans Mono", "Menlo", monospace; font-size: 8.5pt;
       white-space: pre-wrap; margin: 4px 0 0 0; }
 table.code td { padding: 8px; }
-h2.tests { page-break-before: always; }
+h2.tests, h2.checklist { page-break-before: always; }
 /* Browsers shade the code boxes; Qt's engine skips @supports, and would shade past a page break. */
 @supports (display: block) { table.code td { background-color: #f4f4f4; } }
 table.code pre { margin: 0; }
@@ -168,9 +174,51 @@ def _tests(plan: SetupPlan, data: Handover) -> str:
     if data.checks:
         header = "<thead><tr><th>Status</th><th>Check</th><th>Time</th></tr></thead>"
         parts.append(_table([header, *(_check_row(r) for r in data.checks)], "checks"))
-    if plan.test_message_id:
-        parts.append(f"<p>Test message Message-ID: <code>{_e(plan.test_message_id)}</code></p>")
+    if data.trace is not None:
+        parts.append(_trace(data.trace))
     return "".join(parts)
+
+
+def _trace(found: Trace) -> str:
+    """The test message's ID and how to find it in Microsoft 365's message trace."""
+    return "".join(
+        [
+            "<h3>Trace the test message</h3>",
+            f'<p>Message-ID: <code class="message-id">{_e(found.message_id)}</code> '
+            f"(sent {_e(iso_utc(found.sent))})</p>",
+            "<p>In Exchange Online PowerShell, the message and then each event of its way:</p>",
+            _code(f"{found.powershell}\n\n{found.detail_powershell}"),
+            f"<p>Or in the {_e(found.admin_center)}</p>",
+            f'<p class="small">Microsoft keeps trace data for {TRACE_RETENTION_DAYS} days: search before '
+            f"{found.search_until:%Y-%m-%d}. A message can take a few minutes to appear in the trace.</p>",
+        ]
+    )
+
+
+def _checklist(items: Checklist | None) -> str:
+    """The rollout checklist, last: each step, its state from the tests, and how to verify it."""
+    if items is None:
+        return ""
+    header = "<thead><tr><th>State</th><th>Step</th><th>How to verify</th></tr></thead>"
+    rows = [header]
+    for step in items.steps:
+        symbol, word = CHECKLIST_STATE_TEXT[step.state]
+        css = _STATE_CLASS[step.state]
+        rows.append(
+            f'<tr class="step" id="step-{_e(step.id)}"><td class="status">'
+            f'<span class="{css}">{symbol}&nbsp;{_e(word)}</span></td>'
+            f"<td><b>{_e(step.title)}</b><br>{_e(step.evidence)}</td>"
+            f'<td class="verify">{_e(step.verify)}</td></tr>'
+        )
+    return "".join(
+        [
+            '<h2 class="checklist">Rollout checklist</h2>',
+            f"<p>{_e(items.summary())} ✓ verified here: a check relaywizard ran backs it; ! to verify: "
+            "relaywizard cannot see it from here, or its check did not run; ✗ failed: a check shows it is "
+            "not in place.</p>",
+            _table(rows, "checklist"),
+        ]
+    )
 
 
 def render(plan: SetupPlan, now: datetime | None = None) -> str:
@@ -194,6 +242,7 @@ def render(plan: SetupPlan, now: datetime | None = None) -> str:
         _changes(data),
         _method(plan, data),
         _tests(plan, data),
+        _checklist(data.checklist),
     ]
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
+from html import escape
 from html.parser import HTMLParser
 
-from relaywizard.core import handover, report_html
+from relaywizard.core import handover, report_html, trace
 from relaywizard.core.plan import SetupPlan, Tenant
 from relaywizard.diagnostics.model import CheckResult, Report, Status
 
 D = "contoso.com"
 NOW = datetime(2026, 11, 20, 14, 3)
+MESSAGE_ID = trace.new_message_id("office@contoso.com", now=datetime(2026, 11, 20, 13, 59, 30, tzinfo=UTC))
 BREAKS = {"td", "th", "tr", "br", "p", "li", "pre", "h1", "h2", "h3", "table"}
 VOID = {"meta", "br", "hr", "img", "link", "input", "col", "wbr"}
 
@@ -48,7 +50,7 @@ def a_plan(**changes: object) -> SetupPlan:
         profile="scanner",
         secret_stored=True,
         report=report,
-        test_message_id="<20261120140300.1234@contoso.com>",
+        test_message_id=MESSAGE_ID,
     )
     for name, value in changes.items():
         setattr(plan, name, value)
@@ -121,7 +123,51 @@ def test_every_section_is_there() -> None:
     assert "Set-CASMailbox -Identity 'scanner@contoso.com' -SmtpClientAuthenticationDisabled $false" in text
     assert "Add-RecipientPermission -Identity 'office@contoso.com'" in text
     assert 'contoso.com TXT "v=spf1 include:spf.protection.outlook.com -all"' in text
-    assert "Test message Message-ID: <20261120140300.1234@contoso.com>" in text
+    assert f"Message-ID: {MESSAGE_ID} (sent 2026-11-20T13:59:30Z)" in text
+    assert '<h2 class="checklist">Rollout checklist</h2>' in document
+    # The checklist comes last.
+    assert document.index("Rollout checklist</h2>") > document.index("Test results</h2>")
+
+
+def test_the_trace_of_the_test_message() -> None:
+    document = report_html.render(a_plan(), now=NOW)
+    text = text_of(document)
+    found = trace.trace_for(MESSAGE_ID)
+    assert found.powershell in text
+    assert f'Get-MessageTraceV2 -MessageId "{MESSAGE_ID}" -StartDate "2026-11-20T12:59:30Z"' in text
+    assert found.detail_powershell in text
+    assert "Exchange admin center (admin.exchange.microsoft.com) > Mail flow > Message trace" in text
+    assert "search before 2027-02-18" in text
+    assert f'<code class="message-id">{escape(MESSAGE_ID)}</code>' in document
+    assert "Trace the test message" not in report_html.render(a_plan(test_message_id=None), now=NOW)
+
+
+def test_the_checklist_shows_each_state_and_how_to_verify() -> None:
+    document = report_html.render(a_plan(), now=NOW)
+    text = text_of(document)
+    rows = re.findall(
+        r'<tr class="step" id="step-([\w.-]+)"><td class="status"><span class="(\w+)">', document
+    )
+    assert dict(rows) == {
+        "domain": "warn",
+        "dns.mx": "pass",  # passed
+        "dns.spf": "fail",  # failed
+        "dns.dkim": "warn",  # not run
+        "dns.dmarc": "warn",
+        "smtp-auth": "fail",  # 5.7.139 SmtpClientAuthentication disabled
+        "send-as": "warn",
+        "credentials": "pass",  # in the keyring
+        "device": "warn",
+        "test": "warn",  # the DATA check was skipped
+    }
+    assert "✓ Verified here MX record points to Microsoft 365" in text
+    assert "✗ Failed SMTP AUTH enabled for scanner@contoso.com" in text
+    assert "! To verify Device configured" in text
+    assert (
+        "Get-CASMailbox -Identity scanner@contoso.com | Format-List SmtpClientAuthenticationDisabled" in text
+    )
+    assert "3 verified here" not in text
+    assert "2 verified here, 6 to verify, 2 failed." in text
 
 
 def test_each_check_has_status_title_summary_fix_code_and_time() -> None:
