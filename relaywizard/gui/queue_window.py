@@ -260,7 +260,7 @@ class QueueWindow(QWidget):
         self.table.setAlternatingRowColors(True)
         head = self.table.horizontalHeader()
         head.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        head.setSectionResizeMode(COLUMNS.index("Recipients"), QHeaderView.ResizeMode.Interactive)
+        head.setMaximumSectionSize(self.fontMetrics().horizontalAdvance("m") * 28)  # long lists elide
         head.setStretchLastSection(True)
 
         self.detail = QLabel("Select a message to see its last reply and what it means.")
