@@ -175,7 +175,8 @@ def main_cf_fragment(target: PostfixTarget, postfix_dir: str = DEFAULT_POSTFIX_D
     d = postfix_dir.rstrip("/") or "/"
     lines = [
         "# --- relaywizard export: relay all mail through Microsoft 365 ---",
-        f"# Sending method: {target.method}. See README.md next to this file.",
+        f"# Sending method: {target.method}. See README.md next to this file: apply each line with",
+        "# postconf -e, which replaces the same setting where main.cf already has it.",
         f"relayhost = {target.relayhost}",
         "",
         "# Who may send through this server: the devices' networks (and this machine).",
@@ -299,7 +300,8 @@ def readme(target: PostfixTarget, postfix_dir: str, names: Sequence[str]) -> str
         "```sh",
         "apt install postfix libsasl2-modules    # Debian/Ubuntu; RHEL: dnf install postfix cyrus-sasl-plain",
         *(f"install -m {oct(_mode(n))[2:]} -o root {n} {d}/" for n in names if n not in (FRAGMENT, README)),
-        f"cat {FRAGMENT} >> {d}/main.cf           # later lines win over earlier ones",
+        "# set each line of the fragment in main.cf, replacing what main.cf says for the same settings:",
+        apply_command(postfix_dir),
     ]
     if target.signs_in:
         lines.append(
@@ -381,6 +383,13 @@ def readme(target: PostfixTarget, postfix_dir: str, names: Sequence[str]) -> str
     return "\n".join(lines) + "\n"
 
 
+def apply_command(postfix_dir: str = DEFAULT_POSTFIX_DIR) -> str:
+    """The shell line that sets every line of the fragment in ``postfix_dir``'s main.cf."""
+    d = postfix_dir.rstrip("/") or "/"
+    postconf = "postconf -e" if d == DEFAULT_POSTFIX_DIR else f"postconf -c {d} -e"
+    return f"grep -Ev '^(#|$)' {FRAGMENT} | while IFS= read -r setting; do {postconf} \"$setting\"; done"
+
+
 def _mode(name: str) -> int:
     return 0o600 if name == SASL_PASSWD else 0o644
 
@@ -429,6 +438,7 @@ def _write_file(folder: Path, file: ExportFile) -> Path:
 __all__ = [
     "ExportFile",
     "PostfixTarget",
+    "apply_command",
     "generate",
     "main_cf_fragment",
     "method_for",

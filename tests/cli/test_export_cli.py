@@ -7,6 +7,7 @@ import email
 import email.policy
 import smtplib
 import stat
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,7 +201,15 @@ def test_a_real_postfix_relays_through_the_lab_with_the_export(
     assert stat.S_IMODE(passwd.stat().st_mode) == 0o600
     assert passwd.read_text().splitlines()[-1] == f"[localhost]:25587 {SCANNER.login}:{SCANNER.password}"
 
-    postfix.write_config((conf / "main.cf.fragment").read_text())
+    # Installed as the README tells the admin: its own command line sets each line of the fragment in
+    # main.cf, replacing what the distribution's main.cf says for the same settings.
+    postfix.write_config()
+    readme = (conf / "README.md").read_text()
+    apply = next(line for line in readme.splitlines() if line.startswith("grep ") and "postconf" in line)
+    subprocess.run(["bash", "-euo", "pipefail", "-c", apply], cwd=conf, check=True)
+    assert postfix.postconf("-n", "relayhost") == "relayhost = [localhost]:25587\n"
+    assert postfix.postconf("-n", "smtp_tls_security_level") == "smtp_tls_security_level = secure\n"
+    assert (conf / "main.cf").read_text().count("\nrelayhost =") == 1
     postfix.postmap("sasl_passwd")
     checked = postfix.check()
     assert checked.returncode == 0, checked.stderr

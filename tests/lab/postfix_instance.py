@@ -57,6 +57,12 @@ class PostfixInstance:
             # No DNS: the relayhost is named by /etc/hosts (localhost) or an address.
             "smtp_dns_support_level = disabled",
             "smtp_host_lookup = native",
+            # As a distribution's main.cf has them: an export must replace these, not add to them.
+            "relayhost =",
+            "mynetworks = 127.0.0.0/8",
+            "smtpd_relay_restrictions = permit_mynetworks, defer_unauth_destination",
+            "smtp_tls_security_level = may",
+            "message_size_limit = 10240000",
         ]
         (self.conf_dir / "main.cf").write_text("\n".join(base) + "\n\n" + extra)
         dist = Path("/usr/share/postfix/master.cf.dist").read_text().splitlines()
@@ -64,6 +70,12 @@ class PostfixInstance:
         smtpd = f"{HOST}:{self.port} inet n - n - - smtpd\n  -o syslog_name=export-test\n"
         (self.conf_dir / "master.cf").write_text("\n".join(kept) + "\n" + smtpd)
         subprocess.run(["postconf", "-c", str(self.conf_dir), "-F", "*/*/chroot = n"], check=True)
+
+    def postconf(self, *args: str) -> str:
+        """``postconf -c conf ARGS``'s output."""
+        return subprocess.run(
+            ["postconf", "-c", str(self.conf_dir), *args], capture_output=True, text=True, check=True
+        ).stdout
 
     def postmap(self, table: str) -> None:
         """``postmap hash:conf/<table>``, as the admin's README says."""

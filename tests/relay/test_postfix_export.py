@@ -160,6 +160,8 @@ def test_the_readme_states_what_postfix_cannot_do() -> None:
     readme = _files(PASSWORD_TARGET)["README.md"].text
     for expected in ("postmap hash:/etc/postfix/sasl_passwd", "postfix check", "postfix reload", "swaks"):
         assert expected in readme
+    assert px.apply_command() in readme
+    assert "postconf -c /srv/pf -e" in _files(PASSWORD_TARGET, postfix_dir="/srv/pf")["README.md"].text
     assert "Reply-To" in readme
     assert "`secure`" in readme
     assert "inet_interfaces" in readme
