@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:
-        print(human.render(report, target, colour=human.use_colour(sys.stdout)))
+        print(human.render(report, target, colour=human.use_colour(sys.stdout), profile=args.profile))
     return EXIT_FAILED if report.failed else EXIT_OK
 
 
