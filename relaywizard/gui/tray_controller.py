@@ -82,6 +82,7 @@ class TrayController(QObject):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watching: asyncio.Task[None] | None = None
         self._refresh: asyncio.TimerHandle | None = None
+        self._warned: set[str] = set()  # each warning notified once, however often the tray reconnects
         tray.pauseRequested.connect(self.set_paused)
         tray.openQueue.connect(self.open_queue)
         window.pauseRequested.connect(self.set_paused)
@@ -124,8 +125,14 @@ class TrayController(QObject):
             self.connected.set()
             self.tray.show_status(self.status)
             self.window.show_status(self.status)
+            for warning in self.status.get("warnings") or []:  # given before the tray was listening
+                if warning not in self._warned:
+                    self._warned.add(warning)
+                    self.tray.show_event({"event": "expiry", "text": warning})
             self.refresh_queue()
             return
+        if event.get("event") == "expiry":
+            self._warned.add(str(event.get("text")))
         if "state" in event:
             self.status.update({key: event[key] for key in ("state", "counts") if key in event})
         kind = event.get("event")

@@ -224,6 +224,9 @@ class RelayStatus:
         self.failed_today = 0
         self._watchers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self.relay: Relay | None = None
+        self.warnings: list[str] = []
+        """What is about to stop the relay working (a credential's expiry), newest last; kept for the
+        status, so a tray that attaches later still hears of it."""
 
     def _today(self) -> dt.date:
         return dt.datetime.fromtimestamp(self.clock()).date()
@@ -339,6 +342,7 @@ class RelayStatus:
             "delivered_today": self.delivered_today,
             "failed_today": self.failed_today,
             "last_error": self.last_error,
+            "warnings": list(self.warnings),
             "upstream": upstream,
         }
 

@@ -81,6 +81,8 @@ class RelayService:
     def warn(self, text: str) -> None:
         """Tell whoever watches (the tray) about something ahead, such as a credential's expiry."""
         log.warning("%s", text)
+        if text not in self.status.warnings:
+            self.status.warnings.append(text)
         self.status.publish({"event": "expiry", "text": text})
 
 

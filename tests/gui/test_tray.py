@@ -470,3 +470,33 @@ def test_the_settings_open_the_wizard(qtbot: QtBot, tmp_path: Path) -> None:
     dialog.openWizard.connect(lambda: opened.append(True))
     dialog.wizard_button.click()
     assert opened == [True]
+
+
+def test_warnings_given_before_the_tray_listened_are_notified_once(
+    qloop: qasync.QEventLoop, wired: tuple[Tray, QueueWindow, FakeLink, TrayController]
+) -> None:
+    tray, _shown, link, controller = wired
+    warning = "The client secret of app 1111 expires in 12 days (2026-12-05): create a new one."
+    with_warning = {**STATUS, "warnings": [warning]}
+
+    async def watch() -> AsyncIterator[dict[str, Any]]:
+        yield dict(with_warning)
+        while (event := await link.events.get()) is not None:
+            yield event
+
+    link.watch = watch  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        controller.start()
+        await until(lambda: tray.notifications, what="the warning")
+        await link.events.put(None)  # the relay hangs up; the tray reconnects and sees it again
+        await until(lambda: not controller.connected.is_set(), what="disconnected")
+        await until(controller.connected.is_set, what="reconnected")
+        await asyncio.sleep(0.1)
+        assert tray.notifications == [("A credential expires soon", warning)]  # not again for the status
+        # the relay's daily reminder is a new event: that one is shown
+        await link.events.put({"event": "expiry", "text": warning, "state": "running", "counts": {}})
+        await until(lambda: len(tray.notifications) == 2, what="the daily reminder")
+        await controller.stop()
+
+    run(qloop, scenario())

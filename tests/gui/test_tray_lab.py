@@ -133,8 +133,12 @@ def test_the_tray_attaches_to_a_relay_that_already_runs(
 
     async def scenario() -> None:
         await service.start()
+        warning = "The client secret of app 1111 expires in 12 days (2026-12-05): create a new one."
+        service.warn(warning)  # given before the tray attached: it still hears of it
         try:
             await app.start()
+            await until(lambda: app.tray.notifications, within=10, what="the warning")
+            assert app.tray.notifications == [("A credential expires soon", warning)]
             assert started == []  # attached, not a second relay
             assert app.service is None
             await until(lambda: app.tray.state == "running", within=10, what="attached")

@@ -45,6 +45,9 @@ async def test_the_service_answers_on_its_control_channel_and_publishes_warnings
             event = await anext(watching)
             assert event["event"] == "expiry"
             assert "expires in 12 days" in event["text"]
+            async with await ControlClient.connect(service.config.spool, wait=5) as later:
+                status = await later.request("status")
+            assert status["warnings"] == [event["text"]]  # kept for a tray that attaches later
     finally:
         await service.stop()
     assert service.control is None
