@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def target_from(args: argparse.Namespace) -> tuple[PostfixTarget, str | None]:
     """The export's settings (the settings file's relay profile, options on top) and the keyring profile."""
-    from relaywizard.core import m365, settings
+    from relaywizard.core import m365, settings, validate
     from relaywizard.relay.config import RelayOptions, resolve
     from relaywizard.relay.postfix_export import PostfixTarget, method_for
 
@@ -86,9 +86,10 @@ def target_from(args: argparse.Namespace) -> tuple[PostfixTarget, str | None]:
             "or give --upstream HOST:PORT (with --user and --profile to sign in).",
         )
     upstream = args.upstream
-    if profile is not None and profile.method != "smtp-auth" and not profile.smtp_host and not upstream:
-        # Direct Send and connectors go to the domain's MX host, which the relay's default does not know.
-        upstream = f"{m365.mx_endpoint_for(profile.domain)}:{m365.MX_PORT}"
+    if profile is not None and profile.method != "smtp-auth" and not upstream:
+        # Direct Send and connectors go to the domain's MX host on 25; the relay's defaults are SMTP AUTH's.
+        host = profile.smtp_host or m365.mx_endpoint_for(profile.domain)
+        upstream = validate.format_host_port(host, profile.smtp_port or m365.MX_PORT)
     options = RelayOptions(
         allow=tuple(args.allow),
         upstream=upstream,

@@ -22,7 +22,7 @@ import math
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -101,7 +101,7 @@ class ExportFile:
     """One file of an export: its name in the folder, its text and its permission bits."""
 
     name: str
-    text: str
+    text: str = field(repr=False)  # sasl_passwd's may hold the password
     mode: int = 0o644
 
 

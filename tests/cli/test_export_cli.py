@@ -25,7 +25,9 @@ SCANNER = ACCOUNTS[0]
 PROFILE = "export-lab"
 
 
-def _settings_file(folder: Path, *, ca_file: Path | None, method: str = "smtp-auth") -> Path:
+def _settings_file(
+    folder: Path, *, ca_file: Path | None, method: str = "smtp-auth", smtp_host: str | None = None
+) -> Path:
     """A settings file as the wizard writes it: the lab's submission port as the upstream profile."""
     profile = (
         settings.Profile(
@@ -39,7 +41,7 @@ def _settings_file(folder: Path, *, ca_file: Path | None, method: str = "smtp-au
             ca_file=str(ca_file) if ca_file else None,
         )
         if method == "smtp-auth"
-        else settings.Profile(name=PROFILE, method=method, domain="contoso.com")
+        else settings.Profile(name=PROFILE, method=method, domain="contoso.com", smtp_host=smtp_host)
     )
     chosen = settings.Settings(
         profiles={PROFILE: profile},
@@ -127,6 +129,15 @@ def test_direct_send_goes_to_the_mx_host_and_has_no_secret_to_include(app_home: 
         home=app_home,
     )
     assert_one_sentence_error(refused, "--include-secret has nothing to include")
+
+
+def test_a_connector_s_own_host_is_used_on_port_25(app_home: Path, tmp_path: Path) -> None:
+    config = _settings_file(tmp_path, ca_file=None, method="connector", smtp_host="relay.contoso.com")
+    out = tmp_path / "out"
+    result = run_cli(["export", "postfix", "--config", str(config), "--out", str(out)], home=app_home)
+    assert result.returncode == 0, result.stderr
+    assert "relayhost = [relay.contoso.com]:25\n" in (out / "main.cf.fragment").read_text()
+    assert "## Connector" in (out / "README.md").read_text()
 
 
 @pytest.mark.keyring

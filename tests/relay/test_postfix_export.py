@@ -92,6 +92,7 @@ def test_sasl_passwd_is_0600_and_holds_the_password_only_when_given() -> None:
     assert "s3cret" not in "".join(f.text for f in px.generate(PASSWORD_TARGET, password="s3cret pass")[:1])
     others = [f for f in px.generate(PASSWORD_TARGET, password="s3cret pass") if f.name != "sasl_passwd"]
     assert all("s3cret" not in f.text and f.mode == 0o644 for f in others)
+    assert "s3cret" not in repr(px.generate(PASSWORD_TARGET, password="s3cret pass"))
 
 
 @pytest.mark.parametrize("password", [" leading", "trailing ", "two\nlines", ""])
