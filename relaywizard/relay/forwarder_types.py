@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 from relaywizard.core.errors import UsageError
 from relaywizard.diagnostics.replies import explain, parse_reply
 from relaywizard.relay.model import Attempt, Envelope, State
+from relaywizard.relay.spool import ContentChunks
 from relaywizard.relay.upstream_session import Buffer, Transaction
 
 EventKind = Literal["delivered", "deferred", "dead", "auth_failed", "upstream_down", "upstream_up"]
@@ -67,6 +68,8 @@ class SpoolLike(Protocol):
     def next_due(self) -> float | None: ...
 
     async def content(self, envelope_id: str) -> bytes: ...
+
+    async def content_chunks(self, envelope_id: str) -> ContentChunks: ...
 
     async def finish(self, envelope: Envelope, state: State) -> None: ...
 

@@ -41,10 +41,11 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from relaywizard.core.errors import ConfigError
 from relaywizard.relay.model import Attempt, Envelope, State
+from relaywizard.relay.rewrite import header_end
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,6 +71,73 @@ _REASONS = {
     errno.ENOTDIR: "part of the path {f} is a file, not a folder",
     errno.EISDIR: "{f} is a folder, not a file",
 }
+
+
+class ContentChunks(Sequence[bytes]):
+    """A large message's content as chunks read from its file when asked for, never all at once.
+
+    Chunks end at a line end (after an LF), about ``CHUNK`` bytes each; the first one is the header
+    block exactly (when it ends within the first chunk), so a sender rewrite can replace it alone
+    (``with_head``). Each access reads its chunk again: a forwarder passing over the message three
+    times (size, 8-bit and line-end checks, sending) holds one chunk at a time, not the message.
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, path: Path, bounds: list[int], head: bytes | None = None) -> None:
+        self.path = path
+        self.bounds = bounds
+        self.head = head
+        self.nbytes = bounds[-1] - bounds[0] + (0 if head is None else len(head) - (bounds[1] - bounds[0]))
+
+    @classmethod
+    def scan(cls, path: Path) -> ContentChunks:
+        """Find the chunk boundaries (reading the file once, a chunk at a time)."""
+        bounds = [0]
+        with path.open("rb") as file:
+            while block := file.read(cls.CHUNK):
+                cut = len(block)
+                if len(bounds) == 1 and 0 < (end := header_end(block)) < len(block):
+                    cut = end
+                elif len(block) == cls.CHUNK and (newline := block.rfind(b"\n")) >= 0:
+                    cut = newline + 1
+                bounds.append(bounds[-1] + cut)
+                file.seek(bounds[-1])
+        if len(bounds) == 1:
+            bounds.append(0)
+        return cls(path, bounds)
+
+    def with_head(self, head: bytes) -> ContentChunks:
+        """The same content with its first chunk (the header block) replaced by ``head``."""
+        return ContentChunks(self.path, self.bounds, head)
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[bytes]: ...
+
+    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        if index == 0 and self.head is not None:
+            return self.head
+        start, end = self.bounds[index], self.bounds[index + 1]
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.pread(fd, end - start, start)
+        finally:
+            os.close(fd)
+        if len(data) != end - start:
+            raise OSError(f"the content file {self.path} changed while it was being sent")
+        return data
 
 
 class SpoolError(ConfigError):
@@ -672,6 +740,14 @@ class Spool:
     def next_due(self) -> float | None:
         """When the earliest QUEUED message is due (None when nothing is queued)."""
         return self._schedule.next_due()
+
+    async def content_chunks(self, envelope_id: str) -> ContentChunks:
+        """The message as received, read a chunk at a time (for large messages; see ``ContentChunks``)."""
+        path = self.content_path(envelope_id)
+        try:
+            return await asyncio.to_thread(ContentChunks.scan, path)
+        except OSError as exc:
+            raise self._no_content(envelope_id, exc) from None
 
     async def content(self, envelope_id: str) -> bytes:
         """The message as received.

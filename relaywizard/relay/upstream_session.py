@@ -81,18 +81,36 @@ def data_chunks(content: Sequence[Buffer], size: int = CHUNK) -> Iterator[bytes]
         yield b"\r\n"
 
 
-def bdat_parts(content: Sequence[Buffer]) -> list[Buffer] | None:
-    """The message as BDAT carries it (as is, ending in CRLF), or None if it has a bare CR or LF.
+def content_size(content: Sequence[Buffer]) -> int:
+    """The size of ``content``; a spool's ``ContentChunks`` knows it without reading the file."""
+    known = getattr(content, "nbytes", None)
+    if isinstance(known, int) and not isinstance(content, bytes | memoryview):
+        return known
+    return sum(len(part) for part in content)
+
+
+def bdat_size(content: Sequence[Buffer]) -> int | None:
+    """What ``BDAT <size> LAST`` announces for ``content``, or None if it has a bare CR or LF.
 
     BDAT sends bytes unchanged and needs their count up front, so a message that DATA would have to
-    repair (line ends) goes by DATA instead. The relay's own spool never holds such a message.
+    repair (line ends) goes by DATA instead. The relay's own spool never holds such a message. A
+    message not ending in CRLF gets one (``_needs_crlf``), as DATA would add it.
     """
-    parts = [part for part in content if len(part)]
-    if not _line_ends_clean(parts):
+    if not _line_ends_clean(content):
         return None
-    if not parts or bytes(memoryview(parts[-1])[-2:]) != b"\r\n":
-        parts.append(b"\r\n")
-    return parts
+    return content_size(content) + (2 if _needs_crlf(content) else 0)
+
+
+def _needs_crlf(content: Sequence[Buffer]) -> bool:
+    for part in reversed(content):
+        if len(part):
+            return bytes(memoryview(part)[-2:]) != b"\r\n"
+    return True
+
+
+def _then(content: Sequence[Buffer], ending: list[bytes]) -> Iterator[Buffer]:
+    yield from content
+    yield from ending
 
 
 def _pieces(content: Sequence[Buffer]) -> Iterator[bytes]:
@@ -486,7 +504,7 @@ class UpstreamSession:
     ) -> Transaction:
         wire, ext = self._wire, self._extensions
         assert wire is not None
-        size = sum(len(part) for part in content)
+        size = content_size(content)
         options: list[str] = []
         if ext.size:
             options.append(f"SIZE={size}")
@@ -500,7 +518,7 @@ class UpstreamSession:
             encoding = "utf-8"
         mail = _command(b"MAIL FROM:" + quote_address(sender).encode(encoding), *options)
         rcpts = [_command(b"RCPT TO:" + quote_address(r).encode(encoding)) for r in recipients]
-        bdat = bdat_parts(content) if ext.chunking else None
+        bdat = bdat_size(content) if ext.chunking else None
         seconds = self.upstream.timeout + size / DATA_BYTES_PER_SECOND
         taken = 0
 
@@ -533,7 +551,7 @@ class UpstreamSession:
     async def _content(
         self,
         wire: _Wire,
-        bdat: list[Buffer] | None,
+        bdat: int | None,
         content: Sequence[Buffer],
         reply: _Reader,
         seconds: float,
@@ -545,12 +563,13 @@ class UpstreamSession:
         """
         async with asyncio.timeout(seconds):
             if bdat is not None:
-                command = b"BDAT %d LAST\r\n" % sum(len(part) for part in bdat)
-                if sum(len(part) for part in bdat) <= CHUNK:  # one write, so one TCP segment
-                    wire.send(b"".join([command, *bdat]), 1)
+                command = b"BDAT %d LAST\r\n" % bdat
+                ending = [b"\r\n"] if _needs_crlf(content) else []
+                if bdat <= CHUNK:  # one write, so one TCP segment
+                    wire.send(b"".join([command, *content, *ending]), 1)
                     return await reply(None)
                 wire.send(command, 1)
-                for part in bdat:
+                for part in _then(content, ending):
                     view = memoryview(part)
                     for start in range(0, len(view), CHUNK):
                         wire.send(view[start : start + CHUNK])

@@ -12,15 +12,18 @@ import asyncio
 import contextlib
 import copy
 import ssl
+import tempfile
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from relaywizard.relay.forwarder_types import ForwarderEvent
 from relaywizard.relay.model import Attempt, Envelope, State, new_message_id
+from relaywizard.relay.spool import ContentChunks
 
 
 class FakeSpool:
@@ -29,6 +32,7 @@ class FakeSpool:
     def __init__(self) -> None:
         self.envelopes: dict[str, Envelope] = {}
         self.contents: dict[str, bytes] = {}
+        self.chunked: list[str] = []  # messages read a chunk at a time
 
     async def accept(self, envelope: Envelope, content: bytes) -> Envelope:
         queued = copy.deepcopy(envelope)
@@ -52,6 +56,12 @@ class FakeSpool:
 
     async def content(self, envelope_id: str) -> bytes:
         return self.contents[envelope_id]
+
+    async def content_chunks(self, envelope_id: str) -> ContentChunks:
+        path = Path(tempfile.mkdtemp(prefix="fake-spool-")) / f"{envelope_id}.eml"
+        path.write_bytes(self.contents[envelope_id])
+        self.chunked.append(envelope_id)
+        return ContentChunks.scan(path)
 
     async def finish(self, envelope: Envelope, state: State) -> None:
         assert state in (State.QUEUED, State.DONE, State.DEAD), state

@@ -500,11 +500,28 @@ def test_data_chunks_stuff_dots_and_fix_line_ends_across_chunk_boundaries() -> N
     assert b"".join(data_chunks([b"x\r\n"])) == b"x\r\n"
 
 
-async def test_a_large_message_arrives_byte_for_byte(spool: Any, upstream: FakeUpstream) -> None:
+@pytest.mark.parametrize("read", ["whole", "in chunks"])
+async def test_a_large_message_arrives_byte_for_byte(spool: Any, upstream: FakeUpstream, read: str) -> None:
     line = b"." + b"x" * 75 + b"\r\n"  # every line starts with a dot: all of them are stuffed on the wire
     content = message() + line * 40_000  # about 3 MB: several DATA chunks
+    size = len(content) if read == "in chunks" else 0  # over STREAM_ABOVE: read a chunk at a time
     async with running(spool, upstream_for(upstream)) as run:
-        [mid] = await run.add(content=content)
+        [mid] = await run.add(content=content, size=size)
         assert await run.until_state([mid], State.DONE)
     assert upstream.received[0].content == content
     assert f"SIZE={len(content)}" in upstream.received[0].mail_options
+
+
+async def test_a_large_message_read_in_chunks_gets_the_sender_rewrite(
+    spool: Any, upstream: FakeUpstream
+) -> None:
+    content = message(sender="printer@office.example") + (b"y" * 76 + b"\r\n") * 40_000
+    async with running(spool, upstream_for(upstream), sender=MAILBOX) as run:
+        [mid] = await run.add(content=content, size=len(content), mail_from="printer@office.example")
+        assert await run.until_state([mid], State.DONE)
+    [received] = upstream.received
+    assert received.mail_from == MAILBOX
+    head, _, body = received.content.partition(b"\r\n\r\n")
+    assert b'From: "printer at office.example (via relay)" <scanner@example.test>' in head
+    assert b"Reply-To: printer@office.example" in head
+    assert body == content.partition(b"\r\n\r\n")[2]

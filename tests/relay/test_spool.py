@@ -796,3 +796,27 @@ async def test_delivered_messages_finish_in_groups_and_lose_their_content(spool:
         assert stored.state is State.DONE
         assert [a.reply for a in stored.attempts] == ["250 2.0.0 OK"]
     assert spool.counts()[State.DONE] == 4
+
+
+def test_content_chunks_cut_at_line_ends_with_the_header_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from relaywizard.relay.spool import ContentChunks
+
+    monkeypatch.setattr(ContentChunks, "CHUNK", 1000)
+    header = b"From: a@example.com\r\nSubject: chunks\r\n"
+    content = header + b"\r\n" + b"".join(b"line %05d ....................\r\n" % n for n in range(300))
+    path = tmp_path / "m.eml"
+    path.write_bytes(content)
+    chunks = ContentChunks.scan(path)
+    assert chunks[0] == header
+    assert b"".join(chunks) == content
+    assert chunks.nbytes == len(content)
+    assert all(chunk.endswith(b"\n") for chunk in chunks)
+    assert all(len(chunk) <= 1000 for chunk in chunks)
+    replaced = chunks.with_head(b"From: b@example.com\r\n")
+    assert b"".join(replaced) == b"From: b@example.com\r\n" + content[len(header) :]
+    assert replaced.nbytes == len(b"".join(replaced))
+    path.write_bytes(content[:-10])  # the file changed under it: an error, never a silent short message
+    with pytest.raises(OSError, match="changed"):
+        chunks[len(chunks) - 1]

@@ -18,7 +18,7 @@ from relaywizard.relay.model import Upstream
 from relaywizard.relay.upstream_session import (
     UpstreamSession,
     UpstreamUnavailable,
-    bdat_parts,
+    bdat_size,
     tls_context,
 )
 
@@ -245,7 +245,9 @@ async def test_content_with_bare_line_ends_goes_by_data_even_with_chunking(
 ) -> None:
     script = ScriptedServer(pipelining=True, chunking=True, group=2)
     session = await session_to(script, running)
-    assert bdat_parts([b"a\nb\r\n"]) is None
+    assert bdat_size([b"a\nb\r\n"]) is None
+    assert bdat_size([b"a\r", memoryview(b"\nb")]) == 6  # a CRLF split between two parts is fine
+    assert bdat_size([b"a\r\n"]) == 3
     assert (await session.send("s@office.example", ["a@example.test"], [b"Subject: x\n\nbare\n"])).ok
     await session.close()
     [delivered] = script.delivered
