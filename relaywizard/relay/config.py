@@ -124,11 +124,15 @@ def resolve(settings: Settings, options: RelayOptions, paths: AppPaths) -> Relay
     except ValueError as exc:
         raise _fail("--allow", exc) from None
 
+    # Direct Send and a connector deliver to the domain's MX endpoint on port 25; SMTP AUTH submits on 587.
+    method_port = (
+        25 if profile and profile.method in ("direct-send", "connector") else m365.SMTP_AUTH_ENDPOINT.port
+    )
     default_host = profile.smtp_host if profile and profile.smtp_host else m365.SMTP_AUTH_ENDPOINT.host
-    default_port = profile.smtp_port if profile and profile.smtp_port else m365.SMTP_AUTH_ENDPOINT.port
+    default_port = profile.smtp_port if profile and profile.smtp_port else method_port
     try:
         up_host, up_port = (
-            validate.host_port(options.upstream, m365.SMTP_AUTH_ENDPOINT.port)
+            validate.host_port(options.upstream, method_port)
             if options.upstream
             else (default_host, default_port)
         )
