@@ -42,3 +42,6 @@ class Services:
     smtp_port: int | None = None
     """Override the endpoint the method implies (tests point this at the lab)."""
     ca_file: str | None = None
+    authority: str | None = None
+    """Override the OAuth authority (None: https://login.microsoftonline.com/<tenant>); the tests point
+    this at their local one, trusted through ``ca_file``."""

@@ -270,7 +270,7 @@ def test_the_profile_name_comes_from_the_mailbox(mailbox: str, profile: str) -> 
 # -- OAuth, Direct Send, connector -------------------------------------------------------------------------
 
 
-def test_oauth_shows_its_slot_and_lets_the_admin_continue(
+def test_oauth_shows_its_panel_and_continues_only_signed_in_or_skipping(
     qtbot: QtBot, tmp_path: Path, qloop: qasync.QEventLoop
 ) -> None:
     backend = MemoryKeyring()
@@ -278,14 +278,24 @@ def test_oauth_shows_its_slot_and_lets_the_admin_continue(
     assert not page.form.isRowVisible(page.password_row)
     assert not page.form.isRowVisible(page.save_row)
     assert page.form.isRowVisible(page.profile)
-    assert page.status.status == "skip"
-    assert "OAuth sign-in arrives with" in page.status.text()
-    assert "skip the sign-in check" in page.status.text()
+    assert page.oauth_panel.isVisible()
+    assert "OAuth sign-in arrives with" not in page.status.text()  # the old placeholder is gone
+    assert not next_enabled(wizard)  # no tenant, no app yet
+    page.oauth_panel.tenant.setText("contoso.onmicrosoft.com")
+    page.oauth_panel.client_id.setText("0f1e2d3c-4b5a-6978-8a9b-acbdcedf0011")
+    assert not next_enabled(wizard)  # nobody signed in
+    page.skip.setChecked(True)
     assert next_enabled(wizard)
     save_png(wizard, "credentials-oauth")
     assert page.validatePage()
-    assert (wizard.plan.profile, wizard.plan.secret_stored) == ("scanner", False)
-    assert not page.tasks.busy
+    plan = wizard.plan
+    assert (plan.profile, plan.secret_stored) == ("scanner", False)
+    assert (plan.oauth.kind, plan.oauth.tenant, plan.oauth.client_id) == (
+        "oauth-delegated",
+        "contoso.onmicrosoft.com",
+        "0f1e2d3c-4b5a-6978-8a9b-acbdcedf0011",
+    )
+    page.oauth_panel.shutdown()
     assert backend.items == {}
 
 

@@ -1,4 +1,5 @@
-"""Credentials: the mailbox's password into the OS keyring, the OAuth slot, or why none are needed."""
+"""Credentials: the mailbox's password into the OS keyring, an OAuth sign-in (oauth_panel), or why none
+are needed."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from PySide6.QtWidgets import (
 
 from relaywizard.core import validate
 from relaywizard.core.errors import RelayWizardError
+from relaywizard.gui.oauth_panel import OAuthPanel
 from relaywizard.gui.widgets import BackgroundTasks, StatusLine, ValidatedLineEdit
 from relaywizard.gui.wizard import PlanPage
 
@@ -49,6 +51,13 @@ class CredentialsPage(PlanPage):
         "again. If there is none, install one; relaywizard has no plain-text fallback on purpose."
         "<br><br><b>Basic authentication</b> (a password) for SMTP AUTH is off by default for existing "
         "tenants from the end of December 2026 and is being retired; OAuth 2.0 is the replacement."
+        "<br><br><b>OAuth 2.0, delegated</b>: the mailbox signs in once with a code shown here, on any "
+        "device; the sign-in (a refresh token) stays in the keyring and lapses after 90 days without use. "
+        "<b>App-only</b>: an app registered in Entra with the SMTP.SendAsApp permission signs in with its "
+        "client secret or certificate, kept in the keyring under the profile name. <b>Validate</b> gets a "
+        "token and signs in to the SMTP server with it; a 535 reply usually means the service principal "
+        "was registered with the wrong object id. The app registration's steps and PowerShell are below "
+        "the fields."
         "<br><br><b>Direct Send and connectors</b> do not sign in, so there is nothing to store."
     )
 
@@ -118,6 +127,11 @@ class CredentialsPage(PlanPage):
         self.keyring_status.setObjectName("keyring_status")
         self.form.addRow(QLabel(), self.keyring_status)  # a label, not "": keeps word wrap right
 
+        self.oauth_panel = OAuthPanel()
+        self.oauth_panel.setObjectName("oauth_panel")
+        self.oauth_panel.changed.connect(self.completeChanged.emit)
+        layout.addWidget(self.oauth_panel)
+
         self.status = StatusLine()
         self.status.setObjectName("status")
         layout.addWidget(self.status)
@@ -161,7 +175,13 @@ class CredentialsPage(PlanPage):
         self.form.setRowVisible(self.keyring_status, mode == "password")
         self.intro.setVisible(mode != "none")
         self.form.setRowVisible(self.profile, mode != "none")
-        self.skip.setVisible(mode == "password")
+        self.skip.setVisible(mode != "none")
+        self.skip.setText(
+            "&Continue without signing in (the sign-in test is skipped)"
+            if mode == "oauth"
+            else "&Continue without a saved password (the sign-in test is skipped)"
+        )
+        self.oauth_panel.setVisible(mode == "oauth")
         self.password.clear()
         self.show_password.setChecked(False)
         self.skip.setChecked(False)
@@ -192,15 +212,11 @@ class CredentialsPage(PlanPage):
             self.setSubTitle("Modern authentication (OAuth 2.0) for the mailbox.")
             self.profile.hint = "The name the sign-in and these settings will be saved under."
             self.intro.setText(
-                f"The device signs in to Microsoft 365 as {who} with OAuth 2.0: an administrator signs in "
-                "once and relaywizard keeps the token in this computer's keyring."
+                f"The device signs in to Microsoft 365 as {who} with OAuth 2.0 (XOAUTH2): either the mailbox "
+                "signs in once, or an app registered in Entra signs in with its own secret or certificate. "
+                "relaywizard keeps the sign-in in this computer's keyring, never in a file."
             )
-            self.status.set_status(
-                "skip",
-                "OAuth sign-in arrives with relaywizard's OAuth support and is not available in this "
-                "version. You can continue: the tests check DNS, the connection and TLS, and skip the "
-                "sign-in check.",
-            )
+            self.oauth_panel.bind(self.plan, self.services, lambda: self.profile.value)
         else:
             self.setSubTitle("Nothing to sign in with, so nothing to store.")
             self.status.set_status("pass", f"No credentials are needed. {self._no_credentials_reason()}")
@@ -241,6 +257,8 @@ class CredentialsPage(PlanPage):
         self._changed()
         if self.mode == "password" and self.profile.is_valid() and self.isVisible():
             self._lookup_timer.start()
+        elif self.mode == "oauth":
+            self.oauth_panel.profile_changed()
 
     def _update_save(self) -> None:
         stored = self._is_stored()
@@ -330,7 +348,8 @@ class CredentialsPage(PlanPage):
         if not self.profile.is_valid() or self._busy:
             return False
         if mode == "oauth":
-            return True
+            panel = self.oauth_panel
+            return panel.fields_valid() and not panel.busy and (panel.is_ready() or self.skip.isChecked())
         if self.skip.isChecked():
             return True
         # A typed but unsaved password would silently not be used: it must be saved (or cleared) first.
@@ -344,12 +363,19 @@ class CredentialsPage(PlanPage):
             self.plan.profile = self.plan.profile or default_profile(self.plan.tenant.mailbox)
         else:
             self.plan.profile = self.profile.value or ""
-        stored = mode == "password" and self._is_stored()
+        if mode == "oauth":
+            self.oauth_panel.apply(self.plan)
+            stored = self.oauth_panel.is_ready()
+            backend = self.oauth_panel.backend
+        else:
+            stored = mode == "password" and self._is_stored()
+            backend = self._backend
         self.plan.secret_stored = stored
-        self.plan.keyring_backend = self._backend if stored else ""
+        self.plan.keyring_backend = backend if stored else ""
         return True
 
     def cleanupPage(self) -> None:
+        self.oauth_panel.shutdown()
         self._lookup_timer.stop()
         self._lookup_generation += 1
         super().cleanupPage()

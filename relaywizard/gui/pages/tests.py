@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import shiboken6
 from PySide6.QtCore import Qt
@@ -20,19 +22,30 @@ from relaywizard.gui.services import Services
 from relaywizard.gui.widgets import BackgroundTasks, StatusLine
 from relaywizard.gui.wizard import PlanPage
 
+if TYPE_CHECKING:
+    from relaywizard.auth.source import TokenSource
+
 
 def signs_in(plan: SetupPlan) -> bool:
     return plan.method == "smtp-auth" and plan.auth != "none"
 
 
-def build_target(plan: SetupPlan, services: Services, secret: str | None, *, send: bool = False) -> Target:
+def build_target(
+    plan: SetupPlan,
+    services: Services,
+    secret: str | None,
+    *,
+    send: bool = False,
+    token_provider: Callable[[], Awaitable[str]] | None = None,
+) -> Target:
     """What the tests page tests: the plan's domain, method and mailbox, through the services' endpoints.
 
-    The mailbox signs in (SMTP AUTH) and receives; the sender (or else the mailbox) is MAIL FROM.
+    The mailbox signs in (SMTP AUTH: the password, or with OAuth tokens from ``token_provider``) and
+    receives; the sender (or else the mailbox) is MAIL FROM.
     """
     tenant = plan.tenant
     mailbox = tenant.mailbox or None
-    auth: AuthKind = "oauth-delegated" if plan.auth == "oauth" else "password"
+    auth: AuthKind = plan.oauth.kind if plan.auth == "oauth" else "password"
     relays = plan.method != "smtp-auth"
     return Target(
         domain=tenant.domain,
@@ -44,6 +57,7 @@ def build_target(plan: SetupPlan, services: Services, secret: str | None, *, sen
         user=mailbox if signs_in(plan) else None,
         auth=auth,
         secret=secret if signs_in(plan) and plan.auth == "password" else None,
+        token_provider=token_provider if signs_in(plan) and plan.auth == "oauth" else None,
         mail_from=tenant.sender or mailbox,
         rcpt_to=mailbox,
         send=send,
@@ -89,6 +103,8 @@ class TestsPage(PlanPage):
         self._secret: str | None = None
         self._secret_profile: str | None = None
         """The profile ``_secret`` was read for (a found secret is read once per visit)."""
+        self._source: TokenSource | None = None
+        """OAuth: the token source of this visit (one token for every run, refreshed when it expires)."""
 
         layout = QVBoxLayout(self)
         layout.setSpacing(12)
@@ -140,6 +156,7 @@ class TestsPage(PlanPage):
         self.send.setText(f"Send a &test message to {shown}" if mailbox else "Send a &test message")
         self.send.setEnabled(bool(mailbox))
         self._secret, self._secret_profile = None, None
+        self._source = None
         self.outcome.clear()
         self.view.set_checks(default_checks())
         self.start()
@@ -177,9 +194,16 @@ class TestsPage(PlanPage):
         if not shiboken6.isValid(self):  # the window went away before the task got its turn
             return
         plan = self.plan
-        secret = await self._read_secret(plan)
+        if signs_in(plan) and plan.auth == "oauth":
+            secret, tokens = None, await self._token_provider(plan)
+        else:
+            secret, tokens = await self._read_secret(plan), None
         target = build_target(
-            plan, self.services, secret, send=self.send.isChecked() and self.send.isEnabled()
+            plan,
+            self.services,
+            secret,
+            send=self.send.isChecked() and self.send.isEnabled(),
+            token_provider=tokens,
         )
         self.target = target
         self.outcome.clear()
@@ -189,11 +213,6 @@ class TestsPage(PlanPage):
     async def _read_secret(self, plan: SetupPlan) -> str | None:
         if not signs_in(plan):
             self.note.clear()
-            return None
-        if plan.auth == "oauth":
-            self.note.set_status(
-                "skip", "Signing in with OAuth is not tested here yet, so the sign-in check is skipped."
-            )
             return None
         profile = plan.profile
         if not profile:
@@ -226,6 +245,27 @@ class TestsPage(PlanPage):
         self._secret, self._secret_profile = secret, profile
         self.note.clear()
         return secret
+
+    async def _token_provider(self, plan: SetupPlan) -> Callable[[], Awaitable[str]] | None:
+        """OAuth: the saved sign-in (or the app's credential) as a token source, made once per visit."""
+        if not plan.secret_stored:
+            self.note.set_status(
+                "skip",
+                "Nobody signed in with OAuth on the Credentials page, so the sign-in check is skipped.",
+            )
+            return None
+        if self._source is not None:
+            return self._source.token
+        from relaywizard.gui import oauth_source
+
+        try:
+            source = await oauth_source.token_source(plan, self.services)
+        except RelayWizardError as exc:
+            self.note.set_status("fail", f"{exc.one_line()} The sign-in check is skipped.")
+            return None
+        self._source = source
+        self.note.clear()
+        return source.token
 
     def _state_changed(self) -> None:
         self.completeChanged.emit()
