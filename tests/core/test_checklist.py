@@ -240,6 +240,8 @@ def test_relay_states() -> None:
     assert found["relay"] is State.VERIFIED
     assert found["test"] is State.TO_VERIFY  # queued by the relay: delivery is for the trace to show
     assert "192.168.1.0/24" in step(through_relay, "relay").title
+    assert "The relay queued the test message" in step(through_relay, "test").evidence
+    assert "The relay" not in step(plan_for("smtp-auth", test_message_id=MESSAGE_ID), "test").evidence
 
 
 # -- the whole list ----------------------------------------------------------------------------------------

@@ -11,15 +11,17 @@ import asyncio
 import os
 import shutil
 import subprocess
+from datetime import UTC, datetime
+from html import escape
 from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QApplication, QScrollArea, QToolButton
+from PySide6.QtGui import QGuiApplication, QTextDocument, QTextOption
+from PySide6.QtWidgets import QApplication, QLabel, QScrollArea, QToolButton
 from pytestqt.qtbot import QtBot
 
-from relaywizard.core import settings
+from relaywizard.core import checklist, settings, trace
 from relaywizard.core.paths import AppPaths
 from relaywizard.core.plan import LocalRelay, SetupPlan, Tenant
 from relaywizard.diagnostics.checks import start_run
@@ -31,6 +33,7 @@ from tests.diagnostics.fake_dns import FakeResolver, m365_domain
 
 D = "contoso.com"
 SECRET = "Sup3r-Secret-pw!"
+MESSAGE_ID = trace.new_message_id("office@contoso.com", now=datetime(2026, 11, 20, 14, 3, tzinfo=UTC))
 
 
 def dns_report() -> Report:
@@ -47,7 +50,7 @@ def a_plan(**changes: object) -> SetupPlan:
         secret_stored=True,
         keyring_backend="Secret Service",
         report=dns_report(),
-        test_message_id="<20261120140300.1234@contoso.com>",
+        test_message_id=MESSAGE_ID,
     )
     for name, value in changes.items():
         setattr(plan, name, value)
@@ -124,6 +127,92 @@ def test_untested_connector_lists_every_expected_record(qtbot: QtBot, tmp_path: 
     save_png(wizard, page, "summary-connector")
 
 
+def test_shows_the_trace_of_the_test_message(qtbot: QtBot, tmp_path: Path) -> None:
+    _, page = open_page(qtbot, tmp_path)
+    found = trace.trace_for(MESSAGE_ID)
+    assert page.trace_section.isVisible()
+    assert page.trace_box.toPlainText() == f"{found.powershell}\n\n{found.detail_powershell}"
+    assert MESSAGE_ID in page.trace_text.text()
+    assert "(sent 2026-11-20T14:03:00Z)" in page.trace_text.text()
+    assert "Mail flow > Message trace" in page.trace_where.text()
+    click(qtbot, page.copy_trace)
+    assert clipboard().startswith(
+        f'Get-MessageTraceV2 -MessageId "{MESSAGE_ID}" -StartDate "2026-11-20T13:03:00Z"'
+    )
+    assert page.status.text() == "Copied the trace command to the clipboard."
+
+
+def test_no_test_message_no_trace(qtbot: QtBot, tmp_path: Path) -> None:
+    _, page = open_page(qtbot, tmp_path, a_plan(test_message_id=None))
+    assert not page.trace_section.isVisible()
+    assert page.steps["test"].accessibleName() == "! To verify: Test message delivered"
+
+
+def test_shows_the_checklist_with_the_states_the_tests_gave(qtbot: QtBot, tmp_path: Path) -> None:
+    wizard, page = open_page(qtbot, tmp_path)
+    expected = checklist.build(page.plan)
+    assert list(page.steps) == [s.id for s in expected.steps]
+    states = {sid: label.accessibleName().split(":")[0] for sid, label in page.steps.items()}
+    assert states["dns.mx"] == "✓ Verified here"
+    assert states["dns.spf"] == "✗ Failed"  # Microsoft's include is missing
+    assert states["dns.dmarc"] == "! To verify"  # p=none: a warning
+    assert states["credentials"] == "✓ Verified here"  # in the keyring
+    assert states["device"] == "! To verify"
+    spf = page.steps["dns.spf"].text()
+    assert "How to verify: Resolve-DnsName contoso.com -Type TXT" in spf
+    assert page.checklist_summary.text().startswith(expected.summary())
+    save_png(wizard, page, "summary")
+    assert_nothing_clipped(page)
+
+
+@pytest.mark.parametrize("width", [760, 1100])
+def test_no_text_is_clipped_at_any_width(qtbot: QtBot, tmp_path: Path, width: int) -> None:
+    plan = SetupPlan(
+        method="connector",
+        auth="none",
+        tenant=Tenant(domain=D, mailbox="copier@contoso.com", public_ip="203.0.113.10"),
+        relay=LocalRelay(True, "0.0.0.0:2525", ["192.168.1.0/24"]),
+        test_message_id=MESSAGE_ID,
+    )
+    wizard, page = open_page(qtbot, tmp_path, plan)
+    wizard.resize(width, 700)
+    QApplication.processEvents()
+    assert_nothing_clipped(page)
+    save_png(wizard, page, f"summary-relay-{width}")
+
+
+def assert_nothing_clipped(page: SummaryPage) -> None:
+    """Every visible label on the scrolled page is as wide and as tall as its text needs."""
+    QApplication.processEvents()
+    scroll = page.findChild(QScrollArea, "summary_scroll")
+    assert scroll is not None
+    content = scroll.widget()
+    assert content is not None
+    assert content.width() <= scroll.viewport().width()
+    for label in content.findChildren(QLabel):
+        if not label.isVisibleTo(page) or not label.text():
+            continue
+        assert label.width() >= label.minimumSizeHint().width(), label.objectName() or label.text()
+        if label.wordWrap():
+            assert label.height() >= label.heightForWidth(label.width()), label.objectName() or label.text()
+        if label.wordWrap():
+            # The widest line once wrapped: wider than the label when a word cannot be broken.
+            doc = QTextDocument()
+            doc.setDefaultFont(label.font())
+            doc.setDocumentMargin(0)
+            words_only = QTextOption()
+            words_only.setWrapMode(QTextOption.WrapMode.WordWrap)  # as QLabel wraps: never inside a word
+            doc.setDefaultTextOption(words_only)
+            if label.textFormat() is Qt.TextFormat.PlainText:
+                doc.setPlainText(label.text())
+            else:
+                doc.setHtml(label.text())
+            doc.setTextWidth(label.contentsRect().width())
+            assert doc.idealWidth() <= label.contentsRect().width() + 1, label.objectName() or label.text()
+        right = label.mapTo(content, label.rect().topRight()).x()
+        assert right <= content.width(), label.objectName() or label.text()
+
+
 def test_nothing_is_secret_on_the_page(qtbot: QtBot, tmp_path: Path) -> None:
     _, page = open_page(qtbot, tmp_path)
     shown = [w.text() for w in page.values.values()]
@@ -162,7 +251,8 @@ def test_export_html_and_pdf(qtbot: QtBot, tmp_path: Path) -> None:
     for section in ("Device settings", "Tenant changes", "DNS records", "Why this method", "Test results"):
         assert section in document
     assert "smtp.office365.com" in document
-    assert "&lt;20261120140300.1234@contoso.com&gt;" in document
+    assert escape(MESSAGE_ID) in document
+    assert "Rollout checklist" in document
     assert SECRET not in document
     assert page.status.text() == f"Report saved to {html_path}."
 

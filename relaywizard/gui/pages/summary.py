@@ -7,6 +7,7 @@ it out, copies it and saves it. The password is named by its keyring profile, ne
 from __future__ import annotations
 
 from datetime import date
+from html import escape
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt
@@ -14,6 +15,7 @@ from PySide6.QtGui import QFontDatabase, QGuiApplication, QTextDocument, QTextOp
 from PySide6.QtWidgets import (
     QFormLayout,
     QFrame,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -26,13 +28,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from relaywizard.core import handover, m365, validate
+from relaywizard.core import checklist, handover, m365, trace, validate
 from relaywizard.core.errors import RelayWizardError
 from relaywizard.diagnostics.model import Status
 from relaywizard.gui import export, icons
 from relaywizard.gui.wizard import PlanPage, heading
 
 _ICON = QSize(18, 18)
+_STATE_STATUS = {
+    checklist.State.VERIFIED: Status.PASS,
+    checklist.State.TO_VERIFY: Status.WARN,
+    checklist.State.FAILED: Status.FAIL,
+}
 _MAX_BOX_LINES = 30  # the page scrolls; a box scrolls of its own only beyond this
 
 
@@ -173,6 +180,44 @@ class SummaryPage(PlanPage):
         layout.addWidget(self.dns_intro)
         layout.addWidget(self.dns_box)
 
+        # Where the test message can be found in Microsoft 365: only when one was sent.
+        self.trace_section = QWidget()
+        self.trace_section.setObjectName("trace")
+        trace_layout = QVBoxLayout(self.trace_section)
+        trace_layout.setContentsMargins(0, 6, 0, 0)
+        trace_layout.setSpacing(10)
+        self.trace_box = _CodeBox("trace_powershell")
+        self.trace_box.setAccessibleName("Exchange Online PowerShell to trace the test message")
+        self.copy_trace = self._copy_button("Copy", "Copy the trace command", self.trace_box)
+        trace_layout.addLayout(self._box_header("<b>Trace the test message</b>", self.copy_trace))
+        self.trace_text = _wrapping_label()
+        self.trace_text.setObjectName("trace_text")
+        self.trace_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        trace_layout.addWidget(self.trace_text)
+        trace_layout.addWidget(self.trace_box)
+        self.trace_where = _wrapping_label()
+        self.trace_where.setObjectName("trace_where")
+        self.trace_where.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        trace_layout.addWidget(self.trace_where)
+        layout.addWidget(self.trace_section)
+
+        layout.addSpacing(6)
+        layout.addWidget(heading("Rollout checklist"))
+        self.checklist_summary = _wrapping_label()
+        self.checklist_summary.setObjectName("checklist_summary")
+        layout.addWidget(self.checklist_summary)
+        self.checklist_frame = QFrame()
+        self.checklist_frame.setObjectName("checklist")
+        self.checklist_frame.setFrameShape(QFrame.Shape.StyledPanel)
+        self.checklist_grid = QGridLayout(self.checklist_frame)
+        self.checklist_grid.setContentsMargins(12, 10, 12, 10)
+        self.checklist_grid.setHorizontalSpacing(10)
+        self.checklist_grid.setVerticalSpacing(10)
+        self.checklist_grid.setColumnStretch(1, 1)
+        layout.addWidget(self.checklist_frame)
+        self.steps: dict[str, QLabel] = {}
+        """Each checklist step's text, by step id (its state is in the accessible name)."""
+
         layout.addSpacing(6)
         layout.addWidget(heading("Report and profile"))
         keep = QHBoxLayout()
@@ -230,6 +275,57 @@ class SummaryPage(PlanPage):
         else:
             button.clicked.connect(lambda: self.copy(source.text(), what))
         return button
+
+    def _fill_trace(self, found: trace.Trace | None) -> None:
+        self.trace_section.setVisible(found is not None)
+        if found is None:
+            self.trace_box.show_text("")
+            return
+        self.trace_text.setText(
+            f"The test message's Message-ID is {found.message_id} (sent {trace.iso_utc(found.sent)}). "
+            "In Exchange Online PowerShell, the first command finds it, the second lists its events:"
+        )
+        self.trace_box.show_text(f"{found.powershell}\n\n{found.detail_powershell}")
+        self.trace_where.setText(
+            f"Or in the {found.admin_center} Microsoft keeps trace data for {trace.TRACE_RETENTION_DAYS} "
+            f"days: search before {found.search_until:%Y-%m-%d}."
+        )
+
+    def _fill_checklist(self, items: checklist.Checklist | None) -> None:
+        while self.checklist_grid.count():
+            item = self.checklist_grid.takeAt(0)
+            widget = item.widget() if item is not None else None
+            if widget is not None:
+                widget.deleteLater()
+        self.steps.clear()
+        self.checklist_frame.setVisible(items is not None)
+        if items is None:
+            self.checklist_summary.setText("")
+            return
+        self.checklist_summary.setText(
+            f"{items.summary()} ✓ verified here: a check backs it; ! to verify: relaywizard cannot see it "
+            "from here, or its check did not run; ✗ failed: a check shows it is not in place."
+        )
+        for row, step in enumerate(items.steps):
+            symbol, word = checklist.STATE_TEXT[step.state]
+            mark = QLabel()
+            mark.setPixmap(
+                icons.status_icon(_STATE_STATUS[step.state]).pixmap(_ICON, self.devicePixelRatioF())
+            )
+            mark.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignHCenter)
+            mark.setToolTip(word)
+            text = QLabel(
+                f"<b>{escape(step.title)}</b><br>{escape(word)}: {escape(step.evidence)}<br>"
+                f"<span>How to verify: {escape(step.verify)}</span>"
+            )
+            text.setObjectName(f"step_{step.id}")
+            text.setTextFormat(Qt.TextFormat.RichText)
+            text.setWordWrap(True)
+            text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            text.setAccessibleName(f"{symbol} {word}: {step.title}")
+            self.checklist_grid.addWidget(mark, row, 0)
+            self.checklist_grid.addWidget(text, row, 1)
+            self.steps[step.id] = text
 
     def _box_header(self, title: str, button: QToolButton) -> QHBoxLayout:
         row = QHBoxLayout()
@@ -290,6 +386,8 @@ class SummaryPage(PlanPage):
         self.dns_box.setVisible(bool(changes.dns))
         self.copy_dns.setEnabled(bool(changes.dns))
         self.dns_box.show_text(changes.dns_text() if changes.dns else "")
+        self._fill_trace(data.trace)
+        self._fill_checklist(data.checklist)
         # The relay and the CLI find the password by the profile's name: when it is in the keyring under
         # the plan's profile, the settings must use that same name.
         locked = self.plan.secret_stored and bool(self.plan.profile)
