@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from PySide6.QtWidgets import QApplication, QWidget
+    from PySide6.QtWidgets import QApplication, QWidget, QWizard
 
 
 def make_app() -> QApplication:
@@ -30,11 +30,12 @@ def make_app() -> QApplication:
     return app
 
 
-def run_wizard() -> int:
+def run_wizard(exit_when_shown: bool = False) -> int:
     """Open the setup wizard on the qasync loop; returns the process exit code.
 
     The window comes first: asyncio and qasync (~40 ms of imports) are loaded once it is on screen, as the
-    start page needs neither.
+    start page needs neither. ``exit_when_shown`` (``relaywizard wizard --exit-when-shown``, a smoke test
+    for installs and bundles) returns as soon as the first page is on screen: see ``_report_shown``.
     """
     app = make_app()
     from relaywizard.gui.wizard import SetupWizard
@@ -44,7 +45,9 @@ def run_wizard() -> int:
     results: list[int] = []  # `finished`, even if it came before the asyncio loop
     wizard.finished.connect(results.append)
     wizard.show()
-    _until_exposed(app, wizard)
+    _until_exposed(app, wizard, limit=30.0 if exit_when_shown else 0.5)
+    if exit_when_shown:
+        return _report_shown(wizard)
 
     import asyncio
 
@@ -72,6 +75,24 @@ def run_wizard() -> int:
 
     with loop:
         loop.run_until_complete(until_closed())
+    return 0
+
+
+def _report_shown(window: QWizard) -> int:
+    """0 and the first page's title on standard output when ``window`` is on screen and its icon can be
+    drawn (so Qt's SVG plugins load); 1 and one sentence on standard error when not."""
+    handle = window.windowHandle()
+    if handle is None or not handle.isExposed():
+        print("relaywizard: the setup wizard did not appear on screen within 30 s.", file=sys.stderr)
+        return 1
+    image = window.windowIcon().pixmap(32, 32).toImage()
+    if image.isNull() or image.pixelColor(16, 16).alpha() == 0:
+        print(
+            "relaywizard: the wizard's icons cannot be drawn (Qt's SVG plugins are missing).", file=sys.stderr
+        )
+        return 1
+    page = window.currentPage()
+    print(f"shown: {page.title() if page is not None else window.windowTitle()}")
     return 0
 
 
