@@ -11,7 +11,8 @@ RUN_DEBS=(libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus
 # What the tests start: the Microsoft 365 stand-in, DNS, the office device, the keyring, a screen.
 TEST_DEBS=("${RUN_DEBS[@]}" postfix dovecot-core unbound swaks libnet-ssleay-perl libio-socket-ssl-perl
   libauthen-sasl-perl libsasl2-modules bind9-dnsutils openssl gnome-keyring dbus dbus-bin xvfb xauth
-  procps coreutils)
+  procps coreutils
+  appstream desktop-file-utils)  # the Linux bundle's AppStream metadata and menu entry are validated
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@";
