@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QRadioButton,
+    QScrollArea,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -479,6 +480,8 @@ class OAuthPanel(QWidget):
 
     def _toggle_steps(self, shown: bool) -> None:
         self.steps_box.setVisible(shown)
+        if shown:
+            self._reveal(self.steps_box)
         self.show_steps.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
 
     # -- the plan as it stands on screen --------------------------------------------------------------
@@ -614,6 +617,15 @@ class OAuthPanel(QWidget):
             "running", f"Waiting for {self._plan.tenant.mailbox if self._plan else 'the mailbox'} to sign in…"
         )
         self.copy_code.setFocus()
+        self._reveal(self.code_frame)
+
+    def _reveal(self, widget: QWidget) -> None:
+        """Scroll the page's scroll area (if the panel sits in one) so ``widget`` can be seen."""
+        parent = self.parentWidget()
+        while parent is not None and not isinstance(parent, QScrollArea):
+            parent = parent.parentWidget()
+        if parent is not None:
+            parent.ensureWidgetVisible(widget)
 
     def cancel_sign_in(self) -> None:
         if self._signing_in is not None and not self._signing_in.done():

@@ -7,14 +7,16 @@ import asyncio
 import html
 from typing import Literal
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QCheckBox,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -130,7 +132,13 @@ class CredentialsPage(PlanPage):
         self.oauth_panel = OAuthPanel()
         self.oauth_panel.setObjectName("oauth_panel")
         self.oauth_panel.changed.connect(self.completeChanged.emit)
-        layout.addWidget(self.oauth_panel)
+        # The panel (with the registration steps open) is taller than the page: it scrolls, never squeezes.
+        self.oauth_scroll = QScrollArea()
+        self.oauth_scroll.setWidget(self.oauth_panel)
+        self.oauth_scroll.setWidgetResizable(True)
+        self.oauth_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.oauth_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        layout.addWidget(self.oauth_scroll, 1)
 
         self.status = StatusLine()
         self.status.setObjectName("status")
@@ -143,7 +151,9 @@ class CredentialsPage(PlanPage):
 
         self.note = StatusLine()
         layout.addWidget(self.note)
+        self._tail = layout.count()
         layout.addStretch(1)
+        self._layout = layout
 
         self.password.textChanged.connect(lambda _text: self._changed())
         self.password.returnPressed.connect(self._save_clicked)
@@ -181,7 +191,8 @@ class CredentialsPage(PlanPage):
             if mode == "oauth"
             else "&Continue without a saved password (the sign-in test is skipped)"
         )
-        self.oauth_panel.setVisible(mode == "oauth")
+        self.oauth_scroll.setVisible(mode == "oauth")
+        self._layout.setStretch(self._tail, 0 if mode == "oauth" else 1)  # the OAuth panel takes the room
         self.password.clear()
         self.show_password.setChecked(False)
         self.skip.setChecked(False)
