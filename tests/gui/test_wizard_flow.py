@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import email
 import email.policy
-import email.utils
+import html
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QAbstractButton, QApplication, QCheckBox, QRadioButton, QWizard
 from pytestqt.qtbot import QtBot
 
+from relaywizard.core import trace
 from relaywizard.core.netinfo import LocalAddress
 from relaywizard.core.paths import AppPaths
 from relaywizard.core.plan import UseCase
@@ -278,8 +280,26 @@ def test_a_scanner_signing_in_with_a_password_ends_with_a_delivered_message_and_
             person.click(summary.export_button)
             assert summary.status.text() == f"Report saved to {target}."
         html_report = (tmp_path / "report.html").read_text(encoding="utf-8")
-        assert email.utils.unquote(message_id) in html_report
         assert "lab.test" in html_report
+        # The report's Message-ID is the delivered message's, with the trace command and the checklist.
+        shown = re.search(r'<code class="message-id">([^<]+)</code>', html_report)
+        assert shown is not None
+        assert html.unescape(shown.group(1)) == message_id
+        assert message_id in message_ids(lab, SCANNER.login)
+        found = trace.trace_for(message_id)
+        assert html.escape(found.powershell) in html_report
+        assert html.escape(found.detail_powershell) in html_report
+        step_states = dict(
+            re.findall(
+                r'<tr class="step" id="step-([\w.-]+)"><td class="status"><span class="(\w+)">', html_report
+            )
+        )
+        assert step_states["smtp-auth"] == "pass", step_states  # the lab's sign-in backs it
+        assert step_states["credentials"] == "pass", step_states  # saved in the keyring on the way
+        assert step_states["test"] == "pass", step_states  # the DATA check's accepted message
+        assert step_states["domain"] == "pass", step_states
+        assert step_states["device"] == "warn", step_states  # relaywizard cannot see the device
+        assert step_states["dns.dkim"] == "warn", step_states  # the lab has no Microsoft DKIM
         pdf = (tmp_path / "report.pdf").read_bytes()
         assert pdf.startswith(b"%PDF-")
         assert len(pdf) > 2000
