@@ -199,7 +199,11 @@ def _checklist(items: Checklist | None) -> str:
     """The rollout checklist, last: each step, its state from the tests, and how to verify it."""
     if items is None:
         return ""
-    header = "<thead><tr><th>State</th><th>Step</th><th>How to verify</th></tr></thead>"
+    # Widths as attributes too: Qt's engine (the PDF) would otherwise give the state half the page.
+    header = (
+        '<thead><tr><th width="16%">State</th><th width="46%">Step</th>'
+        '<th width="38%">How to verify</th></tr></thead>'
+    )
     rows = [header]
     for step in items.steps:
         symbol, word = CHECKLIST_STATE_TEXT[step.state]
