@@ -186,7 +186,7 @@ def _trace(found: Trace) -> str:
             "<h3>Trace the test message</h3>",
             f'<p>Message-ID: <code class="message-id">{_e(found.message_id)}</code> '
             f"(sent {_e(iso_utc(found.sent))})</p>",
-            "<p>In Exchange Online PowerShell, the message and then each event of its way:</p>",
+            "<p>In Exchange Online PowerShell, the message, then every event on its way:</p>",
             _code(f"{found.powershell}\n\n{found.detail_powershell}"),
             f"<p>Or in the {_e(found.admin_center)}</p>",
             f'<p class="small">Microsoft keeps trace data for {TRACE_RETENTION_DAYS} days: search before '

@@ -171,7 +171,7 @@ class Trace:
             f"Message-ID: {self.message_id} (sent {iso_utc(self.sent)})",
             "Trace it in Exchange Online PowerShell:",
             f"  {self.powershell}",
-            "Each event of its way (received, delivered or failed):",
+            "Every event on its way (received, delivered or failed):",
             f"  {self.detail_powershell}",
             f"Or in the {self.admin_center}",
             f"Microsoft keeps trace data for {TRACE_RETENTION_DAYS} days: search before "
