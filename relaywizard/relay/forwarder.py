@@ -4,8 +4,9 @@ Shape: one dispatcher task claims due messages from the spool and hands them to 
 worker tasks; each worker owns one session (from ``session_factory``; by default an SMTP
 ``UpstreamSession``) that it keeps open across messages (one login, closed after ``idle_timeout``
 without work). The dispatcher claims only as many
-messages as there are idle workers, so at most ``connections`` messages are ever in SENDING, and it takes
-one pacing token per message, so all sessions together stay under ``rate`` messages a minute.
+messages as there are idle workers, so at most ``connections`` messages are being sent at once (a few
+more may still be in SENDING while their result is saved in the background), and it takes one pacing
+token per message, so all sessions together stay under ``rate`` messages a minute.
 
 ``wake()`` (called by the inbound server after each accepted message) starts delivery at once; when
 nothing is due, the dispatcher sleeps until the spool's ``next_due()`` instead of polling.
@@ -64,6 +65,8 @@ __all__ = ["Backoff", "Forwarder", "ForwarderConfigError", "ForwarderEvent", "de
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_AGE = 2 * 86400.0
+MAX_SAVING = 16
+"""Attempts being saved in the background at most, before the sessions wait for the spool."""
 STREAM_ABOVE = 2 << 20
 """Messages larger than this (bytes) are read from the spool a chunk at a time while being sent."""
 IDLE_TIMEOUT = 60.0
@@ -117,6 +120,7 @@ class Forwarder:
         self._kick = asyncio.Event()
         self._queue: asyncio.Queue[Envelope | None] = asyncio.Queue()
         self._sessions: list[UpstreamSessionLike] = []
+        self._recording: set[asyncio.Future[None]] = set()  # attempts being saved (see _record)
         self._idle = 0  # workers waiting for a message
         self._paused = self._stopping = self._running = False
         self._done = asyncio.Event()
@@ -247,6 +251,8 @@ class Forwarder:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+        while self._recording:
+            await asyncio.gather(*self._recording, return_exceptions=True)
         await asyncio.gather(*(session.close() for session in self._sessions), return_exceptions=True)
 
     # -- delivering ------------------------------------------------------------------------------------
@@ -264,6 +270,8 @@ class Forwarder:
                 continue
             if envelope is None:
                 return
+            if len(self._recording) >= MAX_SAVING:  # the spool is far behind: let it catch up
+                await asyncio.wait(self._recording, return_when=asyncio.FIRST_COMPLETED)
             try:
                 await self._deliver(session, envelope)
             except asyncio.CancelledError:
@@ -364,9 +372,21 @@ class Forwarder:
         await self._record(envelope, attempt, State.QUEUED)
 
     async def _record(self, envelope: Envelope, attempt: Attempt, state: State) -> None:
-        """Persist the attempt (first: the spool is the truth), then log it, then tell the listener."""
+        """Persist the attempt (first: the spool is the truth), then log it, then tell the listener.
+
+        In the background: the session goes on with the next message while the spool writes, instead
+        of waiting for its fsync (a millisecond or more per message, for each of only three sessions).
+        At most ``MAX_SAVING`` of these run at once (then the workers wait), and ``_shutdown`` waits
+        for them all, so the spool is never closed under one.
+        """
         envelope.attempts.append(attempt)
+        task = asyncio.ensure_future(self._persist_and_report(envelope, attempt, state))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+
+    async def _persist_and_report(self, envelope: Envelope, attempt: Attempt, state: State) -> None:
         await self._persist(envelope, state)
+        self._kick.set()  # a deferred message is back in the queue: the dispatcher may need a new timer
         try:
             self.delivery_log.write(envelope, attempt)
         except Exception:

@@ -525,3 +525,24 @@ async def test_a_large_message_read_in_chunks_gets_the_sender_rewrite(
     assert b'From: "printer at office.example (via relay)" <scanner@example.test>' in head
     assert b"Reply-To: printer@office.example" in head
     assert body == content.partition(b"\r\n\r\n")[2]
+
+
+class SlowFinishSpool(FakeSpool):
+    """A spool whose every save takes a while, as an fsync on a busy disk does."""
+
+    async def finish(self, envelope: Envelope, state: State) -> None:
+        await asyncio.sleep(0.3)
+        await super().finish(envelope, state)
+
+
+async def test_the_session_goes_on_while_the_spool_saves_and_stop_waits_for_the_saves(
+    upstream: FakeUpstream,
+) -> None:
+    spool = SlowFinishSpool()
+    async with running(spool, upstream_for(upstream), connections=1) as run:
+        ids = await run.add(3)
+        assert await wait_until(lambda: len(upstream.received) == 3, within=2)
+        sent = [r.at for r in upstream.received]
+        assert sent[-1] - sent[0] < 0.3  # not one save (0.3 s) between two messages
+    # running() has stopped the forwarder: every save had finished by then.
+    assert [spool.get(i).state for i in ids] == [State.DONE] * 3
