@@ -82,18 +82,12 @@ def oauth_settings(
 
 def app_credential(secret: str) -> str | ClientCertificate:
     """A client secret, or (a PEM private key and certificate in one secret) a certificate credential."""
-    if "-----BEGIN" not in secret:
-        return secret
-    from relaywizard.auth.model import ClientCertificate
+    from relaywizard.auth.certificate import app_credential as parse
 
-    blocks = {match[1]: match[0] for match in _PEM.finditer(secret)}
-    key = next((block for kind, block in blocks.items() if kind.endswith("PRIVATE KEY")), None)
-    certificate = blocks.get("CERTIFICATE")
-    if key is None or certificate is None:
-        raise UsageError(
-            "The app's certificate credential must hold both the PEM private key and its certificate."
-        )
-    return ClientCertificate(private_key=key, certificate=certificate)
+    try:
+        return parse(secret)
+    except ConfigError as exc:  # on the command line it is the option's value that is wrong
+        raise UsageError(exc.message, hint=exc.hint) from None
 
 
 def token_source(settings: OAuthSettings, client_secret: str | None = None) -> TokenSource:
