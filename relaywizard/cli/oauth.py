@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import sys
 from datetime import date
 from pathlib import Path
@@ -18,8 +17,6 @@ from urllib.parse import urlsplit
 from relaywizard.core import validate
 from relaywizard.core.errors import ConfigError, UsageError
 from relaywizard.core.settings import MULTI_TENANT_ALIASES
-
-_PEM = re.compile(r"-----BEGIN ([A-Z ]+)-----.+?-----END \1-----", re.DOTALL)
 
 if TYPE_CHECKING:
     from relaywizard.auth.model import ClientCertificate, OAuthSettings
