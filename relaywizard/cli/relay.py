@@ -163,7 +163,11 @@ def load_config(args: argparse.Namespace) -> RelayConfig:
 
 
 def credentials_for(config: RelayConfig, *, secret_expires: date | None = None) -> Credentials | None:
-    """The upstream credentials from the keyring, or None when the upstream takes no AUTH."""
+    """The upstream credentials from the keyring, or None when the upstream takes no AUTH.
+
+    ``secret_expires`` (``--secret-expires``) overrides the profile's ``app_valid_until``.
+    """
+    secret_expires = secret_expires or config.app_valid_until
     if config.auth == "none" or config.upstream.user is None:
         return None
     if config.auth in ("oauth-app", "oauth-delegated"):

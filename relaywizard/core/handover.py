@@ -521,6 +521,11 @@ def profile_from_plan(plan: SetupPlan, name: str) -> settings.Profile:
         smtp_port=port if host else None,
         tls="starttls",
         relay_ip=tenant.public_ip.strip() or None,
+        app_valid_until=(
+            plan.oauth.secret_expires.isoformat()
+            if oauth and plan.oauth.kind == "oauth-app" and plan.oauth.secret_expires
+            else None
+        ),
     )
 
 

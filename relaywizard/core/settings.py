@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import datetime as dt
 import difflib
 import json
 import os
@@ -112,6 +113,7 @@ class Profile:
     tls: str = "starttls"
     ca_file: str | None = None
     relay_ip: str | None = None  # the office's public IP, checked against SPF
+    app_valid_until: str | None = None  # oauth-app: the day its client secret expires (YYYY-MM-DD)
 
     def __post_init__(self) -> None:
         if not self.auth:
@@ -208,6 +210,19 @@ def _path_text(value: object) -> str:
     if "\x00" in text:
         raise InvalidValue(value, expected, reason="it contains a NUL character")
     return text
+
+
+def _iso_date(value: object) -> str:
+    """A day as YYYY-MM-DD (TOML's own dates are accepted too)."""
+    expected = "a date such as 2027-06-30"
+    if isinstance(value, dt.date):
+        return value.isoformat()[:10]
+    if not isinstance(value, str):
+        raise InvalidValue(value, expected, reason="it must be text in quotes or a TOML date")
+    try:
+        return dt.date.fromisoformat(value.strip()).isoformat()
+    except ValueError:
+        raise InvalidValue(value, expected, reason="it is not a calendar date (YYYY-MM-DD)") from None
 
 
 def _identifier(value: object) -> str:
@@ -321,6 +336,7 @@ class _Checker:
             tls=tls,
             ca_file=self.optional(at("ca_file"), _path_text, p.ca_file),
             relay_ip=self.optional(at("relay_ip"), validate.ip_address, p.relay_ip),
+            app_valid_until=self.optional(at("app_valid_until"), _iso_date, p.app_valid_until),
         )
         self.profile_rules(base, checked)
         return checked

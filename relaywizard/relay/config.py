@@ -7,6 +7,7 @@ or raises one readable ``ConfigError`` naming what is missing or inconsistent.
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import socket
 import urllib.parse
@@ -90,6 +91,8 @@ class RelayConfig:
     authority: str | None = None
     graph_url: str | None = None
     """Microsoft Graph's base URL when the relay delivers with sendMail instead of SMTP."""
+    app_valid_until: dt.date | None = None
+    """oauth-app: the day the app's client secret expires, for the warnings ahead of it."""
 
 
 def _fail(option: str, exc: ValueError) -> ConfigError:
@@ -243,4 +246,7 @@ def resolve(settings: Settings, options: RelayOptions, paths: AppPaths) -> Relay
         client_id=options.client_id or (profile.client_id if profile else None),
         authority=options.authority or (profile.authority if profile else None),
         graph_url=graph_url,
+        app_valid_until=dt.date.fromisoformat(profile.app_valid_until)
+        if profile and profile.app_valid_until
+        else None,
     )

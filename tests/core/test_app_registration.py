@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
@@ -121,6 +122,10 @@ def test_an_app_only_plan_carries_its_registration_into_the_profile_and_the_tena
     rows = dict(handover.device_settings(plan))
     assert rows["Application (client) ID"] == CLIENT
     assert rows["Tenant"] == TENANT
+
+    assert profile.app_valid_until is None
+    plan.oauth.secret_expires = dt.date(2027, 6, 30)  # carried so the relay warns ahead of it
+    assert handover.profile_from_plan(plan, "scanner").app_valid_until == "2027-06-30"
 
     plan.oauth = OAuthPlan(kind="oauth-delegated", tenant=TENANT, client_id=CLIENT)
     assert handover.profile_from_plan(plan, "scanner").auth == "oauth-delegated"

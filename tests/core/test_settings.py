@@ -267,6 +267,8 @@ def test_a_bad_port_names_the_field_the_file_and_the_value() -> None:
         ("ca_file = 7", "ca_file", ["must be a file or folder path, not 7"]),
         ('tenant = "contoso tenant"', "tenant", ["must be a tenant or application id"]),
         ('authority = "http://login.example"', "authority", ["https://"]),
+        ('app_valid_until = "2027-02-30"', "app_valid_until", ["must be a date such as 2027-06-30"]),
+        ("app_valid_until = 2027", "app_valid_until", ["TOML date"]),
     ],
 )
 def test_each_profile_value_is_checked(line: str, field: str, fragments: list[str]) -> None:
@@ -786,3 +788,14 @@ def test_relay_device_settings_are_checked(tmp_path: Path, body: str, field: str
         load(path)
     assert caught.value.field == field
     assert fragment in caught.value.message
+
+
+def test_the_apps_secret_expiry_is_a_day_as_text_or_a_toml_date(tmp_path: Path) -> None:
+    base = '[profiles.scanner]\nmethod = "smtp-auth"\ndomain = "contoso.com"\nuser = "scanner@contoso.com"\n'
+    quoted = settings_module.parse(base + 'app_valid_until = "2027-06-30"\n')
+    native = settings_module.parse(base + "app_valid_until = 2027-06-30\n")
+    assert quoted.profiles["scanner"].app_valid_until == "2027-06-30"
+    assert native.profiles["scanner"].app_valid_until == "2027-06-30"
+    path = tmp_path / "settings.toml"
+    settings_module.save(quoted, path)
+    assert settings_module.load(path).profiles["scanner"].app_valid_until == "2027-06-30"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,15 @@ def test_without_a_profile_the_default_is_microsofts_submission_endpoint(tmp_pat
 def test_a_bad_upstream_is_one_sentence(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--upstream"):
         resolve(settings.Settings(), RelayOptions(upstream="not a host:99999"), AppPaths.under(tmp_path))
+
+
+def test_the_apps_secret_expiry_comes_from_the_profile(tmp_path: Path) -> None:
+    chosen = with_profile(
+        user="scanner@contoso.com",
+        auth="oauth-app",
+        tenant="contoso.com",
+        client_id="abc",
+        app_valid_until="2027-06-30",
+    )
+    config = resolve(chosen, RelayOptions(), AppPaths.under(tmp_path))
+    assert config.app_valid_until == dt.date(2027, 6, 30)
