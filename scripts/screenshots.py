@@ -308,15 +308,80 @@ async def relay_path(lab: Any, out: Path, work: Path) -> None:
             await page.relay.stop()
 
 
-def pdf_first_page(pdf: Path, png: Path, width: int) -> None:
-    """The report's first page as a PNG ``width`` pixels wide (poppler-utils' pdftoppm)."""
+def pdf_page(pdf: Path, png: Path, width: int, page: int = 1) -> None:
+    """One page of the report (1 = the first, -1 = the last) as a PNG ``width`` pixels wide (pdftoppm)."""
     tool = shutil.which("pdftoppm")
     if tool is None:
         raise RuntimeError("pdftoppm is missing: apt-get install poppler-utils")
+    if page < 0:
+        info = subprocess.run(["pdfinfo", str(pdf)], check=True, capture_output=True, text=True).stdout
+        page = (
+            int(next(line.split()[-1] for line in info.splitlines() if line.startswith("Pages:"))) + 1 + page
+        )
     stem = png.with_suffix("")
-    first_page = ["-f", "1", "-l", "1", "-singlefile", "-scale-to-x", str(width), "-scale-to-y", "-1"]
-    subprocess.run([tool, "-png", *first_page, str(pdf), str(stem)], check=True)
+    pages = ["-f", str(page), "-l", str(page), "-singlefile", "-scale-to-x", str(width), "-scale-to-y", "-1"]
+    subprocess.run([tool, "-png", *pages, str(pdf), str(stem)], check=True)
     print(f"  {png}")
+
+
+def side_by_side(pngs: list[Path], out: Path) -> None:
+    """The report's last two pages (the trace and the rollout checklist) as one picture."""
+    from PySide6.QtGui import QColor, QImage, QPainter
+
+    images = [QImage(str(png)) for png in pngs]
+    joined = QImage(
+        sum(image.width() for image in images),
+        max(image.height() for image in images),
+        QImage.Format.Format_RGB32,
+    )
+    joined.fill(QColor("white"))
+    painter = QPainter(joined)
+    x = 0
+    for image in images:
+        painter.drawImage(x, 0, image)
+        x += image.width()
+    painter.end()
+    if not joined.save(str(out)):
+        raise RuntimeError(f"could not save {out}")
+    print(f"  {out}")
+
+
+async def oauth_path(lab: Any, out: Path, work: Path) -> None:
+    """Page 14: the credentials page's OAuth branch, a device code from a (fake, local) Entra authority."""
+    import dataclasses
+
+    from relaywizard.core.plan import OAuthPlan, SetupPlan
+    from relaywizard.gui.pages.credentials import CredentialsPage
+    from relaywizard.gui.wizard import PageId, SetupWizard
+    from tests.lab.authority import DEFAULT_CLIENT_ID, FakeAuthority
+
+    authority = FakeAuthority(work / "authority", issue=lab.issue_token).start()
+    authority.pending_polls = 1000  # the person has not typed the code yet
+    try:
+        plan = SetupPlan(method="smtp-auth", auth="oauth")
+        plan.tenant.domain, plan.tenant.mailbox = "lab.test", "oauth@lab.test"
+        plan.oauth = OAuthPlan(kind="oauth-delegated")
+        chosen = dataclasses.replace(
+            services(lab, work / "home-oauth", MemoryKeyring()),
+            authority=authority.url,
+            ca_file=str(authority.ca_file),
+        )
+        wizard = SetupWizard(plan=plan, services=chosen)
+        wizard.setStartId(PageId.CREDENTIALS)
+        shooter = Shooter(wizard, out)
+        await shooter.show()
+        page = wizard.currentPage()
+        assert isinstance(page, CredentialsPage)
+        panel = page.oauth_panel
+        panel.tenant.setText("lab.test")
+        panel.client_id.setText(DEFAULT_CLIENT_ID)
+        shooter.click(panel.sign_in)
+        await until(panel.code_frame.isVisible, 15, "the device code shown")
+        await shooter.shot("14-oauth-device-code.png")
+        panel.cancel_sign_in()
+        wizard.close()
+    finally:
+        authority.stop()
 
 
 async def shoot(out: Path) -> None:
@@ -327,8 +392,13 @@ async def shoot(out: Path) -> None:
         with tempfile.TemporaryDirectory(prefix="relaywizard-shots-") as temp:
             work = Path(temp)
             pdf = await password_path(lab, out, work)
-            pdf_first_page(pdf, out / "10-report.png", REPORT_WIDTH)
+            pdf_page(pdf, out / "10-report.png", REPORT_WIDTH)
+            end = [work / "report-end-1.png", work / "report-end-2.png"]
+            pdf_page(pdf, end[0], REPORT_WIDTH, page=-2)
+            pdf_page(pdf, end[1], REPORT_WIDTH, page=-1)
+            side_by_side(end, out / "15-report-trace-checklist.png")
             await relay_path(lab, out, work)
+            await oauth_path(lab, out, work)
     finally:
         lab.release()
 
