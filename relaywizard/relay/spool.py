@@ -4,15 +4,19 @@ Layout under the root (folders 0700, files 0600)::
 
     lock                  flock'd by the one relay that owns the spool; holds its pid
     data/<id>.eml         the content as received: written once, fsync'd, never rewritten
-    incoming/<id>.json    envelopes being accepted (never answered yet: discarded on recovery)
+    incoming/<id>.json    not written any more (older relays used it); discarded on recovery
     queued/  sending/  done/  dead/   <id>.json
 
 A message's state is the folder its envelope is in, and a state change is one ``rename``. Envelopes
-are rewritten as ``<id>.json.tmp`` + fsync + rename over the old one, so no reader sees half of one.
-Accepting fsyncs the content, the envelope and the ``data`` folder *before* the envelope is renamed
-into ``queued``, then fsyncs ``queued``: whenever a queued envelope exists, its content does too.
-Claiming (QUEUED -> SENDING) is not fsync'd, as SENDING is recovered as QUEUED anyway. A delivered
-message loses its content at once and its envelope after ``keep_done`` (7 days).
+are written as ``<id>.json.tmp`` + fsync + rename, so no reader sees half of one; recovery removes
+``.tmp`` files. Accepting fsyncs the content and the envelope, then the ``data`` folder, *before* the
+envelope is renamed into ``queued``, then fsyncs ``queued``: whenever a queued envelope exists, its
+content does too, and the device is answered only after that last fsync. Writes run in a worker
+thread as a group commit: messages arriving while a group is written go together in the next one,
+with one fsync per folder for the whole group. Claiming (QUEUED -> SENDING) is not fsync'd, as
+SENDING is recovered as QUEUED anyway. A delivered message's envelope moves to ``done`` with its
+last attempt, fsync'd per group but not per file (a power cut may at worst send it again), and its
+content is removed; the envelope goes after ``keep_done`` (7 days).
 
 One process owns a spool (the flock); it keeps the QUEUED envelopes in memory to pick due messages
 without reading the disk. Reading methods (``list``, ``get``, ``counts``, ``export_eml``...) also work
@@ -34,18 +38,22 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from relaywizard.core.errors import ConfigError
 from relaywizard.relay.model import Attempt, Envelope, State
+from relaywizard.relay.rewrite import header_end
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Buffer = bytes | memoryview
 _IOV_MAX = 1024
 
+INLINE_READ = 256 * 1024
+"""Content up to this size is read on the event loop (see ``Spool.content``)."""
 DONE_KEEP_SECONDS = 7 * 24 * 3600
 """How long a delivered message's envelope stays visible in the queue view."""
 
@@ -63,6 +71,73 @@ _REASONS = {
     errno.ENOTDIR: "part of the path {f} is a file, not a folder",
     errno.EISDIR: "{f} is a folder, not a file",
 }
+
+
+class ContentChunks(Sequence[bytes]):
+    """A large message's content as chunks read from its file when asked for, never all at once.
+
+    Chunks end at a line end (after an LF), about ``CHUNK`` bytes each; the first one is the header
+    block exactly (when it ends within the first chunk), so a sender rewrite can replace it alone
+    (``with_head``). Each access reads its chunk again: a forwarder passing over the message three
+    times (size, 8-bit and line-end checks, sending) holds one chunk at a time, not the message.
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, path: Path, bounds: list[int], head: bytes | None = None) -> None:
+        self.path = path
+        self.bounds = bounds
+        self.head = head
+        self.nbytes = bounds[-1] - bounds[0] + (0 if head is None else len(head) - (bounds[1] - bounds[0]))
+
+    @classmethod
+    def scan(cls, path: Path) -> ContentChunks:
+        """Find the chunk boundaries (reading the file once, a chunk at a time)."""
+        bounds = [0]
+        with path.open("rb") as file:
+            while block := file.read(cls.CHUNK):
+                cut = len(block)
+                if len(bounds) == 1 and 0 < (end := header_end(block)) < len(block):
+                    cut = end
+                elif len(block) == cls.CHUNK and (newline := block.rfind(b"\n")) >= 0:
+                    cut = newline + 1
+                bounds.append(bounds[-1] + cut)
+                file.seek(bounds[-1])
+        if len(bounds) == 1:
+            bounds.append(0)
+        return cls(path, bounds)
+
+    def with_head(self, head: bytes) -> ContentChunks:
+        """The same content with its first chunk (the header block) replaced by ``head``."""
+        return ContentChunks(self.path, self.bounds, head)
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[bytes]: ...
+
+    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        if index == 0 and self.head is not None:
+            return self.head
+        start, end = self.bounds[index], self.bounds[index + 1]
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.pread(fd, end - start, start)
+        finally:
+            os.close(fd)
+        if len(data) != end - start:
+            raise OSError(f"the content file {self.path} changed while it was being sent")
+        return data
 
 
 class SpoolError(ConfigError):
@@ -84,6 +159,30 @@ def _reason(exc: OSError) -> str:
         return template.format(f=exc.filename or "the path")
     text = exc.strerror or str(exc)
     return text[:1].lower() + text[1:]
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+@contextlib.contextmanager
+def _open_new(path: Path) -> Iterator[int]:
+    """A new file (0600) to write, closed after; removed again if writing it failed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        yield fd
+    except BaseException:
+        os.close(fd)
+        _unlink(path)
+        raise
+    os.close(fd)
+
+
+def _write_all(fd: int, data: Buffer) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _write_file(path: Path, data: Buffer | Sequence[Buffer], *, exclusive: bool = False) -> None:
@@ -215,6 +314,36 @@ class _Schedule:
         return min((heap[0][0] for heap in (self._due_at, self._waiting) if heap), default=None)
 
 
+@dataclass
+class _Job:
+    """One message's share of a group commit (see ``Spool._commit_group``); runs in a worker thread.
+
+    ``prepare`` writes (and fsyncs) new files; the folders in ``before`` are fsync'd once all jobs are
+    prepared and before any ``commit``, which renames; the folders in ``after`` are fsync'd once all
+    jobs are committed; then ``cleanup`` removes what is no longer needed (errors ignored). A job that
+    fails is ``undo``ne and ``explain`` turns its OSError into the one sentence its caller gets; the
+    other jobs of the group go on.
+    """
+
+    prepare: Callable[[], None]
+    commit: Callable[[], None]
+    undo: Callable[[], None]
+    explain: Callable[[OSError], Exception]
+    before: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    cleanup: Callable[[], None] | None = None
+    error: Exception | None = None
+
+    def fail(self, exc: OSError) -> None:
+        self.error = self.explain(exc)
+        self.undo()
+
+
+def _folders(jobs: Iterable[_Job], which: str) -> list[str]:
+    """The folders the jobs need fsync'd, once each, in the order they were first named."""
+    return list(dict.fromkeys(folder for job in jobs for folder in getattr(job, which)))
+
+
 class Spool:
     """Messages on disk, each in one state folder; see the module docstring for the layout."""
 
@@ -228,6 +357,8 @@ class Spool:
         self._background: set[asyncio.Future[Any]] = set()
         self._counts: dict[State, int] = dict.fromkeys(State, 0)
         self._tidied = {"pruned": 0, "damaged": 0}  # by open(), reported by recover()
+        self._waiting_jobs: list[tuple[_Job, asyncio.Future[None]]] = []
+        self._committing: asyncio.Task[None] | None = None
 
     # -- paths ------------------------------------------------------------------------------------------
 
@@ -427,7 +558,7 @@ class Spool:
         return await self._to_the_end(self._accept(queued, content))
 
     async def _accept(self, queued: Envelope, content: bytes | Sequence[Buffer]) -> Envelope:
-        await asyncio.to_thread(self._accept_files, queued, content)
+        await self._group_commit(self._accept_job(queued, content))
         self._schedule.add(queued)
         self._counts[State.QUEUED] += 1
         return _copy(queued)
@@ -454,30 +585,103 @@ class Spool:
         elif late is not None:
             late(task.result())
 
-    def _accept_files(self, envelope: Envelope, content: bytes | Sequence[Buffer]) -> None:
+    def _accept_job(self, envelope: Envelope, content: bytes | Sequence[Buffer]) -> _Job:
+        """Content and envelope written and fsync'd; the ``data`` folder fsync'd (the content's name is
+        durable) before the envelope is renamed into ``queued``; ``queued`` fsync'd before the 250."""
         data = self._data(envelope.id)
-        incoming = self._json(State.INCOMING, envelope.id)
-        tmp = incoming.with_name(incoming.name + ".tmp")
+        queued = self._json(State.QUEUED, envelope.id)
+        tmp = queued.with_name(queued.name + ".tmp")
+        encoded = _encode(envelope)
         written: list[Path] = []  # what to remove if this fails: never another message's files
-        try:
+
+        def prepare() -> None:
             _write_file(data, content, exclusive=True)
             written.append(data)
-            _write_file(tmp, _encode(envelope))
-            os.replace(tmp, incoming)
-            written.append(incoming)
-            self._sync_dir("data")  # the content's name is durable before the envelope can be queued
-            os.rename(incoming, self._json(State.QUEUED, envelope.id))
-            written[-1] = self._json(State.QUEUED, envelope.id)
-            self._sync_dir(State.QUEUED)
-        except OSError as exc:
+            _write_file(tmp, encoded)
+            written.append(tmp)
+
+        def commit() -> None:
+            os.rename(tmp, queued)
+            written[-1] = queued
+
+        def undo() -> None:
             for path in written:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
+
+        def explain(exc: OSError) -> Exception:
             if isinstance(exc, FileExistsError) and not written:
-                raise SpoolError(f"A message with the id {envelope.id} is already in the spool.") from None
-            raise SpoolError(
+                return SpoolError(f"A message with the id {envelope.id} is already in the spool.")
+            return SpoolError(
                 f"The message could not be saved in the spool folder {self.root}: {_reason(exc)}."
-            ) from None
+            )
+
+        return _Job(prepare, commit, undo, explain, before=("data",), after=(State.QUEUED,))
+
+    async def _group_commit(self, job: _Job) -> None:
+        """Run ``job`` with the others waiting: one worker thread and one fsync per folder for them all.
+
+        Messages that arrive while a group is being written wait for the next group; when the spool is
+        idle a group is one message, so group commit adds no delay, and under load it saves a thread
+        hop and two folder fsyncs per message.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting_jobs.append((job, future))
+        if self._committing is None:
+            self._committing = asyncio.ensure_future(self._commit_groups())
+        await future
+
+    async def _commit_groups(self) -> None:
+        try:
+            while self._waiting_jobs:
+                group, self._waiting_jobs = self._waiting_jobs, []
+                try:
+                    await asyncio.to_thread(self._commit_group, [job for job, _ in group])
+                except asyncio.CancelledError:  # the loop is closing: the worker finishes on its own
+                    for _, future in group:
+                        future.cancel()
+                    raise
+                except BaseException as exc:  # a crash in the worker (tests simulate power cuts so)
+                    for _, future in group:
+                        future.set_exception(exc)
+                    continue
+                for job, future in group:
+                    if job.error is not None:
+                        future.set_exception(job.error)
+                    else:
+                        future.set_result(None)
+        finally:
+            self._committing = None
+
+    def _commit_group(self, jobs: list[_Job]) -> None:
+        for job in jobs:
+            try:
+                job.prepare()
+            except OSError as exc:
+                job.fail(exc)
+        self._sync_for(jobs, "before")
+        for job in jobs:
+            if job.error is None:
+                try:
+                    job.commit()
+                except OSError as exc:
+                    job.fail(exc)
+        self._sync_for(jobs, "after")
+        for job in jobs:
+            if job.error is None and job.cleanup is not None:
+                with contextlib.suppress(OSError):
+                    job.cleanup()
+
+    def _sync_for(self, jobs: list[_Job], phase: str) -> None:
+        """fsync each folder the jobs still going name in ``phase``, once; its failure fails them."""
+        live = [job for job in jobs if job.error is None]
+        for folder in _folders(live, phase):
+            try:
+                self._sync_dir(folder)
+            except OSError as exc:
+                for job in live:
+                    if job.error is None and folder in getattr(job, phase):
+                        job.fail(exc)
 
     async def claim(self, limit: int, now: float) -> list[Envelope]:
         """Move up to ``limit`` due QUEUED messages (oldest first) to SENDING and return them.
@@ -537,10 +741,29 @@ class Spool:
         """When the earliest QUEUED message is due (None when nothing is queued)."""
         return self._schedule.next_due()
 
-    async def content(self, envelope_id: str) -> bytes:
-        """The message as received."""
+    async def content_chunks(self, envelope_id: str) -> ContentChunks:
+        """The message as received, read a chunk at a time (for large messages; see ``ContentChunks``)."""
         path = self.content_path(envelope_id)
         try:
+            return await asyncio.to_thread(ContentChunks.scan, path)
+        except OSError as exc:
+            raise self._no_content(envelope_id, exc) from None
+
+    async def content(self, envelope_id: str) -> bytes:
+        """The message as received.
+
+        A small message (most are 10-100 KB, and were just written, so in the page cache) is read on
+        the loop: a worker thread's hop costs more than the read. A large one is read in a worker.
+        """
+        path = self.content_path(envelope_id)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                size = os.fstat(fd).st_size
+                if size <= INLINE_READ:
+                    return os.read(fd, size + 1)
+            finally:
+                os.close(fd)
             return await asyncio.to_thread(path.read_bytes)
         except OSError as exc:
             raise self._no_content(envelope_id, exc) from None
@@ -570,7 +793,7 @@ class Spool:
 
     async def _finish(self, saved: Envelope) -> None:
         try:
-            await asyncio.to_thread(self._move, saved, State.SENDING, saved.state)
+            await self._group_commit(self._finish_job(saved))
         except SpoolError:
             # It stays in SENDING, on disk and here: the next start puts it back in the queue.
             saved.state = State.SENDING
@@ -582,6 +805,50 @@ class Spool:
         self._counts[saved.state] += 1
         if saved.state is State.QUEUED:
             self._schedule.add(saved)
+
+    def _finish_job(self, envelope: Envelope) -> _Job:
+        """SENDING to QUEUED or DEAD: as ``_move``, durable. SENDING to DONE: the envelope (with its
+        last attempt) written into ``done`` without an fsync of its own, the SENDING one removed, and
+        ``done`` fsync'd once for the group; the content goes after that. A power cut can at worst
+        bring a delivered message back as queued (sent twice, never lost) or leave its DONE envelope
+        unreadable, which only the history view would notice."""
+        sending = self._json(State.SENDING, envelope.id)
+        target = self._json(envelope.state, envelope.id)
+        encoded = _encode(envelope)
+
+        def explain(exc: OSError) -> Exception:
+            return SpoolError(
+                f"Message {envelope.id} could not be saved in the spool folder {self.root}: {_reason(exc)}."
+            )
+
+        if envelope.state is State.DONE:
+            tmp = target.with_name(target.name + ".tmp")
+
+            def prepare() -> None:
+                with _open_new(tmp) as fd:
+                    _write_all(fd, encoded)
+
+            def commit() -> None:
+                os.replace(tmp, target)
+                os.unlink(sending)
+
+            def cleanup() -> None:
+                os.unlink(self._data(envelope.id))  # a crash before this: recover() removes it
+
+            return _Job(prepare, commit, lambda: _unlink(tmp), explain, after=(State.DONE,), cleanup=cleanup)
+
+        tmp = sending.with_name(sending.name + ".tmp")
+
+        def prepare_move() -> None:
+            _write_file(tmp, encoded)
+
+        def commit_move() -> None:
+            os.replace(tmp, sending)
+            os.rename(sending, target)
+
+        return _Job(
+            prepare_move, commit_move, lambda: _unlink(tmp), explain, after=(State.SENDING, envelope.state)
+        )
 
     def _move(self, envelope: Envelope, source: State, target: State) -> None:
         """Rewrite the envelope in place (tmp + fsync + rename), then rename it into ``target``."""
