@@ -13,11 +13,13 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
 import sysconfig
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,11 +27,13 @@ from pathlib import Path
 import pytest
 
 from relaywizard import __version__
+from tests.cli.test_relay_cli import delivered, send
 from tests.helpers import assert_one_sentence_error
 from tests.lab import zones
 from tests.lab.keyring import SecretServiceSession
 from tests.lab.lab import Lab
 from tests.lab.mail import ACCOUNTS
+from tests.lab.process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("RELAYWIZARD_BUNDLE_CACHE", ROOT / "build" / "bundle-cache"))
@@ -239,6 +243,35 @@ def test_the_wizard_shows_its_first_page_offscreen(bundle: Path, tmp_path: Path)
     assert "Traceback" not in result.stderr
 
 
+@pytest.fixture(scope="module")
+def x_display() -> Iterator[str]:
+    """A private X server (Xvfb), as a desktop session's: its display name."""
+    read, write = os.pipe()
+    server = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write), "-nolisten", "tcp", "-screen", "0", "1280x800x24"],
+        pass_fds=(write,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        number = pipe.readline().strip()  # written once the server accepts clients; "" if it died
+    if not number:
+        server.wait(10)
+        pytest.fail(f"Xvfb did not start (exit code {server.returncode})", pytrace=False)
+    yield f":{number}"
+    server.terminate()
+    server.wait(10)
+
+
+def test_the_wizard_shows_on_an_x_server(bundle: Path, x_display: str, tmp_path: Path) -> None:
+    # the xcb platform plugin and the X libraries it needs, from the bundle, on a real X server
+    env = {"DISPLAY": x_display, "QT_QPA_PLATFORM": "xcb"}
+    result = run_frozen(bundle, ["wizard", "--exit-when-shown"], tmp_path, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "shown: What are you setting up?"
+
+
 def test_the_wizard_without_a_display_is_one_sentence(bundle: Path, tmp_path: Path) -> None:
     env = frozen_env()
     for name in ("DISPLAY", "WAYLAND_DISPLAY"):
@@ -286,6 +319,69 @@ def test_secrets_go_to_the_secret_service(
     assert deleted.returncode == 0, deleted.stderr
 
 
+@pytest.mark.lab
+@pytest.mark.keyring
+def test_the_relay_forwards_a_device_message_and_stops_cleanly(
+    bundle: Path, lab: Lab, secret_service: SecretServiceSession, tmp_path: Path
+) -> None:
+    # aiosmtpd inbound, the spool, the upstream session over STARTTLS with the secret from the keyring
+    env = {k: v for k, v in secret_service.env.items() if k.startswith(("DBUS_", "XDG_"))}
+    stored = run_frozen(
+        bundle, ["secret", "set", "--profile", "frozen-relay"], tmp_path, env=env, input=SCANNER.password
+    )
+    assert stored.returncode == 0, stored.stderr
+    port = free_port("127.0.0.1")
+    args = [
+        "relay",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--allow",
+        "127.0.0.1/32",
+        "--spool",
+        str(tmp_path / "spool"),
+        "--upstream",
+        f"{lab.host}:{lab.submission_port}",
+        "--ca-file",
+        str(lab.ca_file),
+        "--user",
+        SCANNER.login,
+        "--profile",
+        "frozen-relay",
+        "--rate",
+        "0",
+    ]
+    full_env = frozen_env({**env, "RELAYWIZARD_HOME": str(tmp_path / "home")})
+    relay = subprocess.Popen(
+        [str(bundle / "relaywizard"), *args],
+        cwd=tmp_path,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert relay.stderr is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = relay.stderr.readline()
+            if "listening on" in line or (not line and relay.poll() is not None):
+                break
+        assert relay.poll() is None, relay.stderr.read()
+        subject = f"frozen relay {uuid.uuid4()}"
+        send(port, subject)
+        assert delivered(lab, "alice@lab.test", {subject}) == {subject: 1}
+        relay.send_signal(signal.SIGTERM)
+        _, err = relay.communicate(timeout=30)
+        assert relay.returncode == 0, err
+        assert "Traceback" not in err
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+            relay.communicate()
+        run_frozen(bundle, ["secret", "delete", "--profile", "frozen-relay"], tmp_path, env=env)
+
+
 def test_size_and_contents(built: Path, bundle: Path) -> None:
     size = sum(path.stat().st_size for path in bundle.rglob("*") if path.is_file() and not path.is_symlink())
     mib = size / 2**20
@@ -311,6 +407,35 @@ def test_size_and_contents(built: Path, bundle: Path) -> None:
         assert not (internal / module).exists(), module
     assert (internal / "relaywizard" / "resources" / "icons" / "relaywizard.svg").is_file()
     assert any(internal.glob("keyring-*.dist-info/entry_points.txt"))  # how keyring finds its backends
+
+
+def test_every_module_loaded_by_name_is_frozen(bundle: Path) -> None:
+    from PyInstaller.archive.readers import CArchiveReader
+
+    frozen = set(CArchiveReader(str(bundle / "relaywizard")).open_embedded_archive("PYZ.pyz").toc)
+    package = {
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for path in (ROOT / "relaywizard").rglob("*.py")
+    }
+    assert package - frozen == set()
+    for module in (
+        "keyring.backends.SecretService",  # keyring's entry points
+        "keyring.backends.kwallet",
+        "jeepney.io.blocking",
+        "secretstorage",
+        "dns.rdtypes.ANY.TXT",  # dnspython's record types, loaded by name
+        "dns.rdtypes.IN.A",
+        "msal",
+        "aiosmtpd.smtp",
+        "aiosmtplib",
+        "httpx",
+        "qasync",
+        "platformdirs",
+        "tomli_w",
+    ):
+        assert module in frozen, module
+    for module in ("tkinter", "unittest", "pytest", "pytestqt", "mypy", "PySide6.QtQml"):
+        assert module not in frozen, module
 
 
 def png_size(path: Path) -> tuple[int, int]:
