@@ -30,7 +30,7 @@ NAME = "relaywizard"
 #: The freedesktop sizes (hicolor theme): menus 16-48, docks and launchers 64-256, HiDPI and the software
 #: centre's catalog up to 512.
 LINUX_SIZES = (16, 24, 32, 48, 64, 128, 256, 512)
-#: Windows: Explorer, taskbar and title bar use 16-48; large icon views 64-256 (256 is the largest an ICO holds).
+#: Windows: Explorer, taskbar and title bar use 16-48; large icon views 64-256 (the largest an ICO holds).
 ICO_SIZES = (16, 24, 32, 48, 64, 128, 256)
 #: macOS: the ICNS type of each PNG entry and its pixel size (Retina "@2x" types reuse the larger renders).
 ICNS_TYPES = (
@@ -67,7 +67,7 @@ def render_png(svg: Path, size: int) -> bytes:
     data = QByteArray()
     buffer = QBuffer(data)
     buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-    if not image.save(buffer, "PNG"):
+    if not image.save(buffer, b"PNG"):
         raise SystemExit("make_icons: Qt could not encode a PNG.")
     buffer.close()
     return bytes(data.data())
@@ -90,9 +90,7 @@ def ico(pngs: dict[int, bytes]) -> bytes:
 
 def icns(pngs: dict[int, bytes]) -> bytes:
     """An ICNS file: the 'icns' header and one (type, length, PNG) element per ICNS_TYPES entry."""
-    body = b"".join(
-        kind + struct.pack(">I", 8 + len(pngs[size])) + pngs[size] for kind, size in ICNS_TYPES
-    )
+    body = b"".join(kind + struct.pack(">I", 8 + len(pngs[size])) + pngs[size] for kind, size in ICNS_TYPES)
     return b"icns" + struct.pack(">I", 8 + len(body)) + body
 
 
