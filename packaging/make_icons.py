@@ -67,7 +67,8 @@ def render_png(svg: Path, size: int) -> bytes:
     data = QByteArray()
     buffer = QBuffer(data)
     buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-    if not image.save(buffer, b"PNG"):
+    # PySide6 takes the format as str at run time; its stubs say bytes, which the run time refuses
+    if not image.save(buffer, "PNG"):  # type: ignore[call-overload]
         raise SystemExit("make_icons: Qt could not encode a PNG.")
     buffer.close()
     return bytes(data.data())
