@@ -61,6 +61,14 @@ def add_relay_options(parser: argparse.ArgumentParser) -> None:
         "--sender", metavar="ADDRESS", help="rewrite the envelope sender (and a foreign From) to this mailbox"
     )
     parser.add_argument(
+        "--device-sender",
+        metavar="DEVICE=ADDRESS",
+        action="append",
+        default=[],
+        help="a sender per device (repeatable): DEVICE is an address, a network or login:NAME, ADDRESS the "
+        "mailbox or alias its mail goes out as; other devices use --sender (or the mailbox)",
+    )
+    parser.add_argument(
         "--rate", metavar="N", help="messages a minute sent upstream per mailbox (default 30; 0 = no pacing)"
     )
     parser.add_argument("--connections", metavar="N", help="upstream connections at once (default 3)")
@@ -148,6 +156,7 @@ def options_from(args: argparse.Namespace) -> RelayOptions:
         tenant=args.tenant,
         client_id=args.client_id,
         authority=args.authority,
+        device_senders=tuple(args.device_sender),
     )
 
 

@@ -136,6 +136,7 @@ class RelaySettings:
     recipient_domains: list[str] = field(default_factory=list)  # internal-only mode when not empty
     tls_cert: str | None = None  # PEM certificate chain for STARTTLS offered to devices
     tls_key: str | None = None
+    senders: dict[str, str] = field(default_factory=dict)  # device (address, network, login:NAME) -> sender
 
 
 @dataclass(slots=True, kw_only=True)
@@ -400,6 +401,16 @@ class _Checker:
                 result.append(normalised)
         return result
 
+    def sender_map(self, name: str, values: Any) -> dict[str, str]:
+        """``[relay.senders]``: each device (address, network or login:NAME) and the address it sends as."""
+        if not isinstance(values, Mapping):
+            self.fail(name, f'{name} must be a table such as {{ "192.168.1.10" = "scans@contoso.com" }}')
+        result: dict[str, str] = {}
+        for key, sender in values.items():
+            path = f'{name}."{key}"'
+            result[self.value(path, validate.device, key)] = self.value(path, validate.email, sender)
+        return result
+
     def relay(self, relay: RelaySettings, profiles: list[str]) -> RelaySettings:
         profile = self.optional("relay.profile", validate.profile_name, relay.profile)
         if profile is not None and profile not in profiles:
@@ -435,6 +446,7 @@ class _Checker:
             ),
             tls_cert=tls_cert,
             tls_key=tls_key,
+            senders=self.sender_map("relay.senders", relay.senders),
             profile=profile,
             listen=validate.format_host_port(*listen) if listen else DEFAULT_LISTEN,
             allow=allow,

@@ -317,6 +317,29 @@ def cidr(s: str) -> str:
     )
 
 
+DEVICE_LOGIN_PREFIX = "login:"
+
+
+def device(s: str) -> str:
+    """An office device as the relay's sender map names it: ``192.168.1.10``, ``192.168.1.0/24`` or
+    ``login:frontdesk`` (the device account it signs in with)."""
+    expected = (
+        "a device: its address (192.168.1.10), its network (192.168.1.0/24) or its account (login:NAME)"
+    )
+    text = _text(s, expected)
+    if text.lower().startswith(DEVICE_LOGIN_PREFIX):
+        login = text[len(DEVICE_LOGIN_PREFIX) :].strip()
+        if not login or any(c.isspace() for c in login):
+            raise InvalidValue(s, expected, reason="login: must be followed by the account's name")
+        return DEVICE_LOGIN_PREFIX + login
+    if "/" in text:
+        return cidr(text)
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise InvalidValue(s, expected) from None
+
+
 def host_port(s: str, default_port: int | None) -> tuple[str, int]:
     """``host``, ``host:port``, ``[v6]:port`` or ``v4:port`` as (host, port); the port may be implied."""
     expected = "a host and port such as 127.0.0.1:2525"

@@ -20,6 +20,7 @@ from relaywizard.core.errors import ConfigError
 from relaywizard.core.paths import AppPaths
 from relaywizard.core.settings import DEFAULT_LISTEN, Settings
 from relaywizard.relay.model import TlsMode, Upstream
+from relaywizard.relay.senders import SenderMap, SenderRule, parse_rule
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 UpstreamAuth = Literal["password", "oauth-app", "oauth-delegated", "none"]
@@ -52,6 +53,8 @@ class RelayOptions:
     authority: str | None = None
     graph_url: str | None = None
     """Deliver through Microsoft Graph at this base URL; "" means the default (``--graph`` alone)."""
+    device_senders: tuple[str, ...] = ()
+    """``DEVICE=ADDRESS`` pairs (``--device-sender``), added to the settings' ``[relay.senders]``."""
 
 
 def device_profile(login: str) -> str:
@@ -93,10 +96,27 @@ class RelayConfig:
     """Microsoft Graph's base URL when the relay delivers with sendMail instead of SMTP."""
     app_valid_until: dt.date | None = None
     """oauth-app: the day the app's client secret expires, for the warnings ahead of it."""
+    device_senders: tuple[SenderRule, ...] = ()
+    """A sender per device; devices no rule names send as ``sender``."""
+
+    def sender_map(self) -> SenderMap:
+        return SenderMap(self.device_senders, self.sender)
 
 
 def _fail(option: str, exc: ValueError) -> ConfigError:
     return ConfigError(f"{option}: {exc}")
+
+
+def _device_senders(table: dict[str, str], pairs: tuple[str, ...]) -> tuple[SenderRule, ...]:
+    """The settings' ``[relay.senders]`` (already checked), then ``--device-sender`` pairs over them."""
+    rules = {device: SenderRule(device, sender) for device, sender in table.items()}
+    for text in pairs:
+        try:
+            rule = parse_rule(text)
+        except ValueError as exc:
+            raise _fail("--device-sender", exc) from None
+        rules[rule.device] = rule
+    return tuple(rules.values())
 
 
 def graph_base_url(text: str) -> str:
@@ -246,6 +266,7 @@ def resolve(settings: Settings, options: RelayOptions, paths: AppPaths) -> Relay
         client_id=options.client_id or (profile.client_id if profile else None),
         authority=options.authority or (profile.authority if profile else None),
         graph_url=graph_url,
+        device_senders=_device_senders(relay.senders, options.device_senders),
         app_valid_until=dt.date.fromisoformat(profile.app_valid_until)
         if profile and profile.app_valid_until
         else None,
