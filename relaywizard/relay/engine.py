@@ -54,7 +54,7 @@ class Relay:
             self.delivery_log,
             connections=config.connections,
             rate=config.rate,
-            sender=config.sender,
+            sender=config.sender_map() if config.device_senders else config.sender,
             on_event=on_event,
         )
         self._on_queued = on_queued

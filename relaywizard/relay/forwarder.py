@@ -50,6 +50,7 @@ from relaywizard.relay.forwarder_types import (
 from relaywizard.relay.model import Attempt, Envelope, State, Upstream
 from relaywizard.relay.pacing import TokenBucket
 from relaywizard.relay.rewrite import rewrite_sender
+from relaywizard.relay.senders import SenderMap
 from relaywizard.relay.upstream_session import (
     AuthFailed,
     Buffer,
@@ -87,7 +88,7 @@ class Forwarder:
         rate: int = m365.SMTP_AUTH_MESSAGES_PER_MINUTE.value,
         max_age: float = DEFAULT_MAX_AGE,
         backoff: Backoff = default_backoff,
-        sender: str | None = None,
+        sender: str | SenderMap | None = None,
         clock: Callable[[], float] = time.time,
         on_event: EventCallback | None = None,
         idle_timeout: float = IDLE_TIMEOUT,
@@ -303,18 +304,25 @@ class Forwarder:
         A large message is read a chunk at a time while it is sent (``ContentChunks``): with the whole
         of a 35 MB scan in memory here, the relay's peak would be twice its size or more.
         """
+        mailbox = self.sender_for(envelope)
         if envelope.size > STREAM_ABOVE:
             chunks = await self.spool.content_chunks(envelope.id)
-            if not self.sender:
+            if not mailbox:
                 return envelope.mail_from, chunks
             head = await asyncio.to_thread(chunks.__getitem__, 0)  # the header block, when it fits
-            rewritten = rewrite_sender(head, envelope.mail_from, self.sender)
+            rewritten = rewrite_sender(head, envelope.mail_from, mailbox)
             return rewritten.mail_from, chunks.with_head(rewritten.header)
         content = await self.spool.content(envelope.id)
-        if not self.sender:
+        if not mailbox:
             return envelope.mail_from, (content,)
-        rewritten = rewrite_sender(content, envelope.mail_from, self.sender)
+        rewritten = rewrite_sender(content, envelope.mail_from, mailbox)
         return rewritten.mail_from, rewritten.parts
+
+    def sender_for(self, envelope: Envelope) -> str | None:
+        """The address this device's message goes out as (its own rule, else the default), or None."""
+        if isinstance(self.sender, SenderMap):
+            return self.sender.sender_for(envelope.device, envelope.device_login)
+        return self.sender
 
     async def _deliver(self, session: UpstreamSessionLike, envelope: Envelope) -> None:
         try:
