@@ -247,10 +247,48 @@ def _powershell(plan: SetupPlan) -> str:
         blocks.append(powershell.grant_send_as(sender, mailbox))
     if plan.method == "smtp-auth" and plan.auth == "oauth" and plan.oauth.kind == "oauth-app":
         blocks.append(app_registration.exchange_block(plan.oauth.client_id, mailbox, plan.oauth.object_id))
+    if plan.relay.enabled and plan.relay.senders:
+        blocks.append(_device_senders(plan, sender or mailbox, mailbox))
     # Every block starts by saying how to connect; once is enough.
     first = blocks[0].splitlines()[0]
     rest = [b.split("\n", 1)[1] if b.startswith(first + "\n") else b for b in blocks[1:]]
     return "\n\n".join([blocks[0], *rest])
+
+
+def _device_senders(plan: SetupPlan, default: str, mailbox: str) -> str:
+    """What the tenant needs so each device's own sender (the relay's sender map) is accepted."""
+    aliases: dict[str, str] = {}
+    for address in plan.relay.senders.values():
+        if address.lower() not in (default.lower(), mailbox.lower()):
+            aliases.setdefault(address.lower(), address)
+    listed = ", ".join(aliases.values()) or "the mailbox itself"
+    header = f"# A sender per device through the relay: {listed}."
+    if plan.method != "smtp-auth":
+        return "\n".join(
+            [
+                powershell.CONNECT_LINE,
+                header,
+                "# Through a connector (or Direct Send) any address of an accepted domain may be the sender;",
+                "# nothing needs granting. Check each address exists, so replies reach someone:",
+                *(f"Get-Recipient -Identity '{address}'" for address in aliases.values()),
+            ]
+        )
+    lines = [powershell.CONNECT_LINE, header]
+    if plan.auth == "oauth" and plan.oauth.kind == "oauth-app":
+        covered = [mailbox, *aliases.values()]
+        where = " -or ".join(f"PrimarySmtpAddress -eq '{address}'" for address in covered)
+        lines += [
+            "# App-only: the RBAC for Applications scope must cover the mailbox and every device's sender.",
+            f'New-ManagementScope -Name "relaywizard device senders" -RecipientRestrictionFilter "{where}"',
+            f"New-ManagementRoleAssignment -App '{plan.oauth.client_id or '<application (client) id>'}' "
+            '-Role "Application SMTP.SendAsApp" -CustomResourceScope "relaywizard device senders"',
+        ]
+    for address in aliases.values():
+        lines.append(
+            f"Add-RecipientPermission -Identity '{address}' -Trustee '{mailbox or '<signed-in mailbox>'}' "
+            "-AccessRights SendAs -Confirm:$false"
+        )
+    return "\n".join(lines)
 
 
 def _checked(report: Report | None, check_id: str) -> CheckResult | None:
@@ -543,5 +581,6 @@ def save_profile(plan: SetupPlan, path: Path, name: str) -> settings.Settings:
         if plan.relay.listen.strip():
             current.relay.listen = plan.relay.listen.strip()
         current.relay.allow = list(plan.relay.allow)
+        current.relay.senders = dict(plan.relay.senders)
     settings.save(current, path)
     return current

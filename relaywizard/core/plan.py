@@ -91,6 +91,8 @@ class LocalRelay:
     enabled: bool = False
     listen: str = ""
     allow: list[str] = field(default_factory=list)
+    senders: dict[str, str] = field(default_factory=dict)
+    """A sender per device (address, network or login:NAME → mailbox or alias); others use the default."""
 
 
 @dataclass

@@ -29,7 +29,7 @@ __all__ = [
 
 DEFAULT_CONNECTOR_NAME = "Office devices (relaywizard)"
 
-_CONNECT = (
+CONNECT_LINE = (
     "# In Exchange Online PowerShell (first: Connect-ExchangeOnline -UserPrincipalName <admin address>)"
 )
 _GET_ORG_SMTP_AUTH = "Get-TransportConfig | Format-List SmtpClientAuthenticationDisabled"
@@ -68,7 +68,7 @@ def enable_smtp_auth(mailbox: str | None) -> str:
     mbx = _value(mailbox, "<mailbox>")
     return "\n".join(
         [
-            _CONNECT,
+            CONNECT_LINE,
             "# 1. The settings now (True = SMTP AUTH off, False = on; empty for the mailbox = follows the "
             "organisation):",
             _GET_ORG_SMTP_AUTH,
@@ -105,7 +105,7 @@ def inbound_connector(
     ValueError for an IP a connector cannot take (IPv6, a prefix wider than /24).
     """
     lines = [
-        _CONNECT,
+        CONNECT_LINE,
         "# 1. Connectors that exist already (update one instead of adding a second):",
         _GET_CONNECTORS,
     ]
@@ -161,7 +161,7 @@ def reject_direct_send() -> str:
     )
     return "\n".join(
         [
-            _CONNECT,
+            CONNECT_LINE,
             "# Is Direct Send refused for your organisation?",
             _GET_REJECT_DIRECT_SEND,
             "# False: Direct Send is allowed; nothing to change here.",
@@ -181,7 +181,11 @@ def grant_send_as(sender: str | None, mailbox: str | None) -> str:
         "<signed-in mailbox>", _value(mailbox, "<signed-in mailbox>")
     )
     return "\n".join(
-        [_CONNECT, f"# Let {mailbox or 'the signed-in mailbox'} send as {sender or 'the sender'}:", command]
+        [
+            CONNECT_LINE,
+            f"# Let {mailbox or 'the signed-in mailbox'} send as {sender or 'the sender'}:",
+            command,
+        ]
     )
 
 

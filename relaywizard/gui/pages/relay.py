@@ -21,6 +21,7 @@ from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
     QListWidget,
@@ -34,6 +35,7 @@ from relaywizard.core import handover, m365, netinfo, settings, trace, validate
 from relaywizard.core.errors import ConfigError, RelayWizardError, SecretNotFound
 from relaywizard.core.netinfo import ListenChoice, LocalAddress
 from relaywizard.core.plan import SetupPlan
+from relaywizard.gui.sender_table import SenderTable
 from relaywizard.gui.services import Services
 from relaywizard.gui.widgets import BackgroundTasks, StatusLine, ValidatedLineEdit
 from relaywizard.gui.wizard import PlanPage
@@ -105,7 +107,9 @@ def describe_upstream(plan: SetupPlan, profile: settings.Profile) -> str:
     return f"{where} through your inbound connector, which recognises this office by {identity}."
 
 
-def relay_config(plan: SetupPlan, services: Services, listen: str, allow: list[str]) -> RelayConfig:
+def relay_config(
+    plan: SetupPlan, services: Services, listen: str, allow: list[str], senders: dict[str, str] | None = None
+) -> RelayConfig:
     """The engine's configuration for this plan; a ``ConfigError`` sentence when it is not usable.
 
     Runs in a worker thread: the relay's host name comes from a DNS lookup that may take a while.
@@ -121,9 +125,26 @@ def relay_config(plan: SetupPlan, services: Services, listen: str, allow: list[s
     chosen = settings.Settings(
         profiles={profile.name: profile},
         default_profile=profile.name,
-        relay=settings.RelaySettings(profile=profile.name, listen=listen, allow=list(allow)),
+        relay=settings.RelaySettings(
+            profile=profile.name, listen=listen, allow=list(allow), senders=dict(senders or {})
+        ),
     )
     return resolve(chosen, RelayOptions(), services.paths)
+
+
+async def upstream_credentials(
+    plan: SetupPlan, services: Services, config: RelayConfig
+) -> Credentials | None:
+    """The relay's login: the password from the keyring, or OAuth from the same token source as the
+    credentials page (a first token now, so a sign-in that cannot work says so before the relay runs)."""
+    if config.auth in ("oauth-app", "oauth-delegated") and config.upstream.user is not None:
+        from relaywizard.auth.upstream import SourceCredentials
+        from relaywizard.gui.oauth_source import token_source
+
+        source = await token_source(plan, services)
+        await source.token()
+        return SourceCredentials(source, secret_expires=config.app_valid_until)
+    return await asyncio.to_thread(read_credentials, config, services.secret_store())
 
 
 def read_credentials(config: RelayConfig, store: SecretStore) -> Credentials | None:
@@ -131,10 +152,7 @@ def read_credentials(config: RelayConfig, store: SecretStore) -> Credentials | N
     if config.auth == "none" or config.upstream.user is None:
         return None
     if config.auth != "password":
-        raise ConfigError(
-            "The relay cannot sign in with OAuth 2.0 in this version of relaywizard yet.",
-            hint="Use a password for the mailbox, or Direct Send or a connector.",
-        )
+        raise ConfigError(f"The relay signs in with {config.auth}, which needs a token, not a password.")
     from relaywizard.relay.credentials import PasswordCredentials
 
     assert config.profile is not None
@@ -310,6 +328,19 @@ class RelayPage(PlanPage):
         allow.addWidget(self.suggestion)
         self._add_row(form, "Allowed &devices:", allow, self.allow_edit)
 
+        self.own_senders = QGroupBox("Give each device its own sender")
+        self.own_senders.setObjectName("own_senders")
+        self.own_senders.setCheckable(True)
+        self.own_senders.setChecked(False)
+        self.own_senders.setAccessibleName("Give each device its own sender")
+        self.sender_table = SenderTable()
+        senders_box = QVBoxLayout(self.own_senders)
+        senders_box.addWidget(self.sender_table)
+        self.sender_table.setVisible(False)
+        self.own_senders.toggled.connect(self._senders_toggled)
+        self.sender_table.changed.connect(self._update_controls)
+        layout.addWidget(self.own_senders)
+
         self.upstream = QLabel()
         self.upstream.setObjectName("upstream")
         self.upstream.setWordWrap(True)
@@ -385,6 +416,11 @@ class RelayPage(PlanPage):
         self.port_box.setValue(port)
         self.allowed.clear()
         self.allowed.addItems(self.plan.relay.allow)
+        self.sender_table.set_senders(self.plan.relay.senders)
+        self.sender_table.set_default(
+            self.plan.tenant.sender.strip() or self.plan.tenant.mailbox.strip() or None
+        )
+        self.own_senders.setChecked(bool(self.plan.relay.senders))
         self.upstream.setText(describe_upstream(self.plan, upstream_profile(self.plan, self.services)))
         self._port_changed(port)
         self._show_suggestion()
@@ -397,7 +433,8 @@ class RelayPage(PlanPage):
             return "", settings.DEFAULT_LISTEN_PORT
 
     def isComplete(self) -> bool:
-        return self.allowed.count() > 0 and self.state in ("stopped", "running")
+        senders_ok = not self.own_senders.isChecked() or self.sender_table.is_valid()
+        return self.allowed.count() > 0 and senders_ok and self.state in ("stopped", "running")
 
     def validatePage(self) -> bool:
         self._write_plan()
@@ -426,9 +463,20 @@ class RelayPage(PlanPage):
     def allow_list(self) -> list[str]:
         return [self.allowed.item(row).text() for row in range(self.allowed.count())]
 
+    def senders(self) -> dict[str, str]:
+        """The sender per device, when the admin asked for one."""
+        return self.sender_table.senders() if self.own_senders.isChecked() else {}
+
+    def _senders_toggled(self, on: bool) -> None:
+        self.sender_table.setVisible(on)
+        if on and not self.sender_table.table.rowCount():
+            self.sender_table.add_row()
+        self._update_controls()
+
     def _write_plan(self) -> None:
         self.plan.relay.listen = self.listen()
         self.plan.relay.allow = self.allow_list()
+        self.plan.relay.senders = self.senders()
 
     # -- the allow-list editor -------------------------------------------------------------------------
 
@@ -535,9 +583,10 @@ class RelayPage(PlanPage):
         self.test_status.clear()
         self.relay_status.set_status("running", "Starting the relay…")
         plan, services, listen, allow = self.plan, self.services, self.listen(), self.allow_list()
+        senders = self.senders()
         try:
-            config = await asyncio.to_thread(relay_config, plan, services, listen, allow)
-            credentials = await asyncio.to_thread(read_credentials, config, services.secret_store())
+            config = await asyncio.to_thread(relay_config, plan, services, listen, allow, senders)
+            credentials = await upstream_credentials(plan, services, config)
             from relaywizard.relay.engine import Relay
 
             relay = Relay(config, credentials, on_event=self._on_event)
