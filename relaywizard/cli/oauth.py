@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from datetime import date
 from pathlib import Path
@@ -204,5 +205,10 @@ def relay_credentials(config: RelayConfig, *, secret_expires: date | None = None
         raise ConfigError(exc.message, hint=exc.hint) from None
     from relaywizard.auth.upstream import SourceCredentials
 
+    if config.graph_url is not None:  # a token for Graph (Mail.Send), not for SMTP
+        from relaywizard.relay.graph import GRAPH_SCOPE
+
+        graph = (GRAPH_SCOPE,) if config.auth == "oauth-app" else ("https://graph.microsoft.com/Mail.Send",)
+        settings = dataclasses.replace(settings, resource_scopes=graph)
     secret = SecretStore().get(config.profile) if config.auth == "oauth-app" and config.profile else None
     return SourceCredentials(token_source(settings, secret), secret_expires=secret_expires)

@@ -237,10 +237,15 @@ async def serve(
     host, port = relay.address
     upstream = config.upstream
     allowed = ", ".join(map(str, config.allow)) or "authenticated devices only"
+    target = (
+        f"Microsoft Graph at {config.graph_url}"
+        if config.graph_url is not None
+        else f"{upstream.host}:{upstream.port} ({upstream.tls}"
+    )
     print(
         f"relaywizard relay: listening on {host}:{port} for {allowed}; "
-        f"forwarding to {upstream.host}:{upstream.port} ({upstream.tls}"
-        f"{', as ' + upstream.user if upstream.user else ''}); spool {config.spool}",
+        f"forwarding to {target}{', as ' + upstream.user if upstream.user else ''}"
+        f"{')' if config.graph_url is None else ''}; spool {config.spool}",
         file=sys.stderr,
         flush=True,
     )
@@ -262,11 +267,6 @@ def run(args: argparse.Namespace) -> int:
     )
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     config = load_config(args)
-    if config.graph_url is not None:  # GraphSession exists (relay/graph.py); the forwarder cannot take it yet
-        raise ConfigError(
-            "The relay cannot deliver through Microsoft Graph (--graph) yet: its forwarder speaks SMTP only.",
-            hint="Leave out --graph to forward through SMTP.",
-        )
     credentials = credentials_for(config, secret_expires=_date(args.secret_expires, "--secret-expires"))
     devices = device_passwords(config)
     asyncio.run(serve(config, credentials, devices=devices, verbose=args.verbose))

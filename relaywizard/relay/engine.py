@@ -13,13 +13,14 @@ import hmac
 import logging
 import ssl
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from relaywizard.core.errors import ConfigError
 from relaywizard.relay.config import RelayConfig
 from relaywizard.relay.credentials import Credentials
 from relaywizard.relay.deliverylog import DeliveryLog
 from relaywizard.relay.forwarder import Forwarder
-from relaywizard.relay.forwarder_types import ForwarderEvent
+from relaywizard.relay.forwarder_types import ForwarderEvent, UpstreamSessionLike
 from relaywizard.relay.inbound import start_inbound
 from relaywizard.relay.model import Envelope, State
 from relaywizard.relay.policy import InboundPolicy
@@ -55,6 +56,7 @@ class Relay:
             connections=config.connections,
             rate=config.rate,
             sender=config.sender_map() if config.device_senders else config.sender,
+            **_graph_upstream(config, credentials),
             on_event=on_event,
         )
         self._on_queued = on_queued
@@ -135,6 +137,28 @@ class Relay:
 
     def counts(self) -> dict[State, int]:
         return self.spool.counts()
+
+
+def _graph_upstream(config: RelayConfig, credentials: Credentials | None) -> dict[str, Any]:
+    """The forwarder's sessions when the relay delivers through Microsoft Graph (``--graph``), else none."""
+    if config.graph_url is None:
+        return {}
+    from urllib.parse import urlsplit
+
+    from relaywizard.relay.graph import graph_factory
+
+    make = graph_factory(config.graph_url)
+    upstream = config.upstream
+    helo = upstream.helo_name or config.hostname
+    context = ssl.create_default_context()  # not used: Graph sessions verify with their own context
+
+    def session() -> UpstreamSessionLike:
+        return make(upstream, credentials, context, helo)
+
+    return {
+        "session_factory": session,
+        "upstream_name": f"Microsoft Graph ({urlsplit(config.graph_url).netloc})",
+    }
 
 
 def inbound_tls(config: RelayConfig) -> ssl.SSLContext | None:

@@ -94,6 +94,7 @@ class Forwarder:
         idle_timeout: float = IDLE_TIMEOUT,
         stop_grace: float = STOP_GRACE,
         session_factory: SessionFactory | None = None,
+        upstream_name: str | None = None,
     ) -> None:
         if connections < 1:
             raise ForwarderConfigError(
@@ -113,7 +114,7 @@ class Forwarder:
         self.idle_timeout = idle_timeout
         self.stop_grace = stop_grace
         self.session_factory = session_factory
-        self.health = UpstreamHealth(f"{upstream.host}:{upstream.port}", backoff)
+        self.health = UpstreamHealth(upstream_name or f"{upstream.host}:{upstream.port}", backoff)
         self._backoff = backoff
         self._context = tls_context(upstream)  # once: loading the system CAs is not free
         # One bucket per forwarder = per upstream mailbox; monotonic, so a wall-clock step cannot stall it.
@@ -352,6 +353,8 @@ class Forwarder:
                 envelope.failed_rcpts[recipient] = reply
         now = self.clock()
         if result.ok:
+            # HTTP upstreams (Graph) have no login to prove a session: a message through is the proof
+            self._emit(self.health.ok(now))
             attempt = attempt_for(now, "delivered", result.reply)
             if envelope.failed_rcpts:
                 refused = "; ".join(f"{r}: {reply}" for r, reply in envelope.failed_rcpts.items())
@@ -359,12 +362,18 @@ class Forwarder:
                 attempt.explanation = f"Not delivered to {refused}. {why}"
             await self._record(envelope, attempt, State.DONE)
         elif result.code < 500:
-            await self._defer(envelope, result.reply, result.reply)
+            wait = getattr(result, "retry_after", None)  # Graph's 429/503 Retry-After
+            if wait:  # the throttle is per mailbox: every session holds off, not just this message
+                self.health.hold_until = max(self.health.hold_until, now + wait)
+            await self._defer(envelope, result.reply, result.reply, at_least=wait)
         else:
             await self._record(envelope, attempt_for(now, "dead", result.reply), State.DEAD)
 
-    async def _defer(self, envelope: Envelope, text: str, reply: str | None) -> None:
-        """Back to the queue after a backoff, or DEAD when the message has waited ``max_age``."""
+    async def _defer(
+        self, envelope: Envelope, text: str, reply: str | None, *, at_least: float | None = None
+    ) -> None:
+        """Back to the queue after a backoff (at least ``at_least`` s, when the upstream said how long), or
+        DEAD when the message has waited ``max_age``."""
         now = self.clock()
         attempt = attempt_for(now, "deferred", text, is_reply=reply is not None)
         deadline = envelope.received_at + self.max_age
@@ -376,7 +385,8 @@ class Forwarder:
             return
         tries = 1 + sum(1 for a in envelope.attempts if a.result == "deferred")
         # The last try happens at the deadline, so a message dies close to max_age, not up to an hour later.
-        envelope.next_attempt_at = min(now + backoff_delay(self._backoff, tries), deadline)
+        delay = max(backoff_delay(self._backoff, tries), at_least or 0.0)
+        envelope.next_attempt_at = min(now + delay, deadline)
         await self._record(envelope, attempt, State.QUEUED)
 
     async def _record(self, envelope: Envelope, attempt: Attempt, state: State) -> None:

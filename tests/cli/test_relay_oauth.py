@@ -234,3 +234,58 @@ def test_a_delegated_relay_forwards_after_signin(
 def test_a_bad_secret_expiry_date_is_one_sentence(home: Path) -> None:
     result = run_cli(["relay", "--secret-expires", "next June"], home=home)
     assert_one_sentence_error(result, "--secret-expires")
+
+
+def test_the_relay_delivers_through_graph_with_an_app_token_for_graph(
+    authority: FakeAuthority, keyring_env: dict[str, str], home: Path, tmp_path: Path
+) -> None:
+    from tests.lab.graph import fake_graph, throttled
+
+    with fake_graph(tmp_path / "graph") as graph:
+        graph.answer(throttled("1"))  # honoured, and the message still goes: nothing is lost on a 429
+        port = free_port("127.0.0.1")
+        args = [
+            "relay",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--allow",
+            "127.0.0.1/32",
+            "--spool",
+            str(tmp_path / "spool"),
+            "--graph",
+            graph.base_url,
+            "--ca-file",
+            str(authority.trust_with(graph.ca_file)),
+            "--tenant",
+            authority.tenant,
+            "--client-id",
+            authority.client_id,
+            "--authority",
+            authority.url,
+            "--auth",
+            "oauth-app",
+            "--user",
+            APP,
+            "--profile",
+            PROFILE,
+            "--rate",
+            "0",
+        ]
+        relay = Relay(args, keyring_env, home)
+        try:
+            assert f"forwarding to Microsoft Graph at {graph.base_url}" in "".join(relay.startup)
+            message = (
+                "From: printer@office.example\r\nTo: alice@lab.test\r\nSubject: via graph\r\n\r\nscan\r\n"
+            )
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+                smtp.sendmail("printer@office.example", ["alice@lab.test"], message)
+            sent = graph.wait_for_sent(1, within=20)
+        finally:
+            log = relay.stop()
+    assert b"Subject: via graph" in sent[0]
+    assert [r.status for r in graph.requests] == [429, 202]
+    token_requests = [seen for seen in authority.requests if seen.path.endswith("/token")]
+    assert token_requests
+    assert all(seen.form.get("scope") == "https://graph.microsoft.com/.default" for seen in token_requests)
+    assert authority.issued[0] not in log
+    assert DEFAULT_SECRET not in log
