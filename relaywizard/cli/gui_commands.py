@@ -74,17 +74,11 @@ def run_wizard(args: argparse.Namespace) -> int:
 def run_tray(args: argparse.Namespace) -> int:
     require_display("relay's tray icon")
     import asyncio
-    import logging
 
-    from relaywizard.cli.relay import credentials_for, device_passwords, load_config
+    from relaywizard.cli.relay import configure_logging, credentials_for, device_passwords, load_config
     from relaywizard.relay.service import RelayService
 
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    configure_logging(args.verbose)
     config = load_config(args)
 
     async def start_relay() -> RelayService:

@@ -259,13 +259,18 @@ async def serve(
         print(f"relaywizard relay: stopped; {queued} message(s) stay queued", file=sys.stderr, flush=True)
 
 
-def run(args: argparse.Namespace) -> int:
+def configure_logging(verbose: bool) -> None:
+    """The relay's log on standard error: warnings, or with -v every session and delivery."""
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's own per-command chatter
+
+
+def run(args: argparse.Namespace) -> int:
+    configure_logging(args.verbose)
     config = load_config(args)
     credentials = credentials_for(config, secret_expires=_date(args.secret_expires, "--secret-expires"))
     devices = device_passwords(config)
