@@ -78,7 +78,7 @@ def test_a_bad_device_is_one_sentence(text: str) -> None:
 
 
 def test_an_address_with_a_prefix_suggests_its_network() -> None:
-    with pytest.raises(ValueError, match="one address inside 192.168.1.0/24"):
+    with pytest.raises(ValueError, match=r"one address inside 192\.168\.1\.0/24"):
         device_key("192.168.1.5/24")
 
 
