@@ -42,3 +42,52 @@ def assert_one_sentence_error(result: subprocess.CompletedProcess[str], *fragmen
     assert "Traceback" not in result.stderr + result.stdout
     for fragment in fragments:
         assert fragment.lower() in lines[0].lower(), lines[0]
+
+
+class Background:
+    """A long-running command (``relay``, ``tray``) started in the background, ready once a line of its
+    standard error contains ``ready``; ``startup`` keeps the lines it printed until then."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        *,
+        ready: str,
+        within: float = 30,
+        program: Path | None = None,
+    ) -> None:
+        import time
+
+        self.process = subprocess.Popen(
+            [str(program or BIN / "relaywizard"), *args],
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.startup: list[str] = []
+        assert self.process.stderr is not None
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            line = self.process.stderr.readline()
+            self.startup.append(line)
+            if ready in line:
+                return
+            if not line and self.process.poll() is not None:
+                break
+        self.process.kill()
+        self.process.communicate()
+        raise AssertionError(f"{args[0]} did not start: {''.join(self.startup)}")
+
+    def stop(self, signal_number: int = 15) -> tuple[int, str]:
+        """Send ``signal_number`` (SIGTERM), wait; the exit code and all it wrote to standard error."""
+        self.process.send_signal(signal_number)
+        _, err = self.process.communicate(timeout=30)
+        return self.process.returncode, "".join(self.startup) + err
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()

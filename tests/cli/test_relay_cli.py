@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import BIN, assert_one_sentence_error, run_cli
+from tests.helpers import Background, assert_one_sentence_error, run_cli
 from tests.lab.keyring import SecretServiceSession
 from tests.lab.lab import Lab
 from tests.lab.mail import ACCOUNTS
@@ -45,55 +45,39 @@ def keyring_env(
     return env
 
 
-class RelayProcess:
+class RelayProcess(Background):
+    """``relaywizard relay`` forwarding to the lab as the scanner, on a free port of 127.0.0.1."""
+
     def __init__(self, lab: Lab, env: dict[str, str], home: Path, spool: Path, *extra: str) -> None:
         self.port = free_port("127.0.0.1")
         self.spool = spool
         self.home = home
-        env = dict(env, RELAYWIZARD_HOME=str(home))
-        self.process = subprocess.Popen(
-            [
-                str(BIN / "relaywizard"),
-                "relay",
-                "--listen",
-                f"127.0.0.1:{self.port}",
-                "--allow",
-                "127.0.0.1/32",
-                "--spool",
-                str(spool),
-                "--upstream",
-                f"{lab.host}:{lab.submission_port}",
-                "--ca-file",
-                str(lab.ca_file),
-                "--user",
-                SCANNER.login,
-                "--profile",
-                PROFILE,
-                "--rate",
-                "0",
-                *extra,
-            ],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 20
-        assert self.process.stderr is not None
-        while time.monotonic() < deadline:
-            line = self.process.stderr.readline()
-            if "listening on" in line:
-                return
-            if not line and self.process.poll() is not None:
-                break
-        self.process.kill()
-        raise AssertionError(f"the relay did not start: {self.process.stderr.read()}")
+        args = [
+            "relay",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--allow",
+            "127.0.0.1/32",
+            "--spool",
+            str(spool),
+            "--upstream",
+            f"{lab.host}:{lab.submission_port}",
+            "--ca-file",
+            str(lab.ca_file),
+            "--user",
+            SCANNER.login,
+            "--profile",
+            PROFILE,
+            "--rate",
+            "0",
+            *extra,
+        ]
+        super().__init__(args, dict(env, RELAYWIZARD_HOME=str(home)), ready="listening on", within=20)
 
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> tuple[int, str]:
-        self.process.send_signal(sig)
-        _, err = self.process.communicate(timeout=30)
-        return self.process.returncode, err
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
+        """Signal it and wait; its exit code and what it wrote to standard error after starting."""
+        code, err = super().stop(sig)
+        return code, err.removeprefix("".join(self.startup))
 
 
 @pytest.fixture

@@ -4,14 +4,12 @@ XOAUTH2 tokens from the fake authority; the client secret and the tokens stay in
 from __future__ import annotations
 
 import smtplib
-import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import BIN, assert_one_sentence_error, run_cli
+from tests.helpers import Background, assert_one_sentence_error, run_cli
 from tests.lab.authority import DEFAULT_SECRET, FakeAuthority
 from tests.lab.keyring import SecretServiceSession
 from tests.lab.lab import Lab
@@ -63,33 +61,15 @@ def relay_args(lab: Lab, authority: FakeAuthority, port: int, spool: Path, *extr
     ]
 
 
-class Relay:
-    def __init__(self, args: list[str], env: dict[str, str], home: Path) -> None:
-        self.process = subprocess.Popen(
-            [str(BIN / "relaywizard"), *args],
-            env=dict(env, RELAYWIZARD_HOME=str(home)),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.startup: list[str] = []
-        assert self.process.stderr is not None
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            line = self.process.stderr.readline()
-            self.startup.append(line)
-            if "listening on" in line:
-                return
-            if not line and self.process.poll() is not None:
-                break
-        self.process.kill()
-        raise AssertionError(f"the relay did not start: {''.join(self.startup)}")
+class Relay(Background):
+    """A relay process with the keyring's environment and its own RELAYWIZARD_HOME."""
 
-    def stop(self) -> str:
-        self.process.terminate()
-        _, err = self.process.communicate(timeout=30)
-        return "".join(self.startup) + err
+    def __init__(self, args: list[str], env: dict[str, str], home: Path) -> None:
+        super().__init__(args, dict(env, RELAYWIZARD_HOME=str(home)), ready="listening on", within=20)
+
+    def log(self) -> str:
+        """Stop it (SIGTERM) and return all it wrote to standard error."""
+        return self.stop()[1]
 
 
 @pytest.fixture
@@ -126,7 +106,7 @@ def test_the_relay_forwards_with_an_app_only_token_and_keeps_it_off_disk(
                 smtp.sendmail("printer@office.example", ["alice@lab.test"], message)
         assert len(lab.wait_for_messages("alice@lab.test", before + 3)) >= before + 3
     finally:
-        log = relay.stop()
+        log = relay.log()
     assert "The client secret of app" in log
     assert "has expired" in log
     assert lab_authority.grants() == ["client_credentials"]  # one token shared by every connection
@@ -227,7 +207,7 @@ def test_a_delegated_relay_forwards_after_signin(
             smtp.sendmail("printer@office.example", ["alice@lab.test"], "Subject: delegated\r\n\r\nhi\r\n")
         assert len(lab.wait_for_messages("alice@lab.test", before + 1)) == before + 1
     finally:
-        relay.stop()
+        relay.log()
     assert lab_authority.grants() == ["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"]
 
 
@@ -281,7 +261,7 @@ def test_the_relay_delivers_through_graph_with_an_app_token_for_graph(
                 smtp.sendmail("printer@office.example", ["alice@lab.test"], message)
             sent = graph.wait_for_sent(1, within=20)
         finally:
-            log = relay.stop()
+            log = relay.log()
     assert b"Subject: via graph" in sent[0]
     assert [r.status for r in graph.requests] == [429, 202]
     token_requests = [seen for seen in authority.requests if seen.path.endswith("/token")]

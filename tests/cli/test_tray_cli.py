@@ -4,10 +4,7 @@ user, and the one-sentence refusals (no display, no tray, a port in use)."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_relay_cli import PROFILE, SCANNER, delivered, keyring_env, send
-from tests.helpers import BIN, assert_one_sentence_error, run_cli
+from tests.helpers import Background, assert_one_sentence_error, run_cli
 from tests.lab.lab import Lab
 from tests.lab.process import free_port
 
@@ -46,32 +43,9 @@ def tray_args(lab: Lab, port: int, spool: Path, *extra: str) -> list[str]:
     ]
 
 
-class TrayProcess:
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            [str(BIN / "relaywizard"), *args],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stderr is not None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = self.process.stderr.readline()
-            if line.startswith("relaywizard tray:"):
-                self.started = line
-                return
-            if not line and self.process.poll() is not None:
-                break
-        self.process.kill()
-        raise AssertionError(f"the tray did not start: {self.process.stderr.read()}")
-
-    def stop(self) -> tuple[int, str]:
-        self.process.send_signal(signal.SIGTERM)
-        _, err = self.process.communicate(timeout=30)
-        return self.process.returncode, err
+def start_tray(args: list[str], env: dict[str, str]) -> Background:
+    """A tray process, ready when it says what it runs or follows (``relaywizard tray: ...``)."""
+    return Background(args, env, ready="relaywizard tray:")
 
 
 @pytest.fixture
@@ -82,20 +56,18 @@ def tray_env(keyring_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def window_tray(lab: Lab, tray_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[TrayProcess, int]]:
+def window_tray(lab: Lab, tray_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[Background, int]]:
     port = free_port("127.0.0.1")
-    running = TrayProcess(tray_args(lab, port, tmp_path / "spool", "--window"), tray_env)
+    running = start_tray(tray_args(lab, port, tmp_path / "spool", "--window"), tray_env)
     yield running, port
-    if running.process.poll() is None:
-        running.process.kill()
-        running.process.communicate()
+    running.kill()
 
 
 def test_the_window_mode_runs_the_relay_which_delivers_and_stops_cleanly_on_sigterm(
-    lab: Lab, window_tray: tuple[TrayProcess, int]
+    lab: Lab, window_tray: tuple[Background, int]
 ) -> None:
     tray, port = window_tray
-    assert f"relay listening on 127.0.0.1:{port}" in tray.started
+    assert f"relay listening on 127.0.0.1:{port}" in tray.startup[-1]
     subject = f"tray cli {uuid.uuid4()}"
     send(port, subject)
     assert delivered(lab, "alice@lab.test", {subject})[subject] == 1
@@ -105,7 +77,7 @@ def test_the_window_mode_runs_the_relay_which_delivers_and_stops_cleanly_on_sigt
 
 
 def test_a_second_tray_brings_the_first_forward_and_exits(
-    lab: Lab, window_tray: tuple[TrayProcess, int], tray_env: dict[str, str], tmp_path: Path
+    lab: Lab, window_tray: tuple[Background, int], tray_env: dict[str, str], tmp_path: Path
 ) -> None:
     again = run_cli(tray_args(lab, free_port("127.0.0.1"), tmp_path / "spool2", "--window"), env=tray_env)
     assert again.returncode == 0, again.stderr
@@ -121,25 +93,15 @@ def test_a_tray_started_while_the_relay_service_runs_attaches_to_it(
     spool = tmp_path / "spool"
     relay_args = tray_args(lab, port, spool)
     relay_args[0] = "relay"
-    service = subprocess.Popen(
-        [str(BIN / "relaywizard"), *relay_args],
-        env=tray_env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    service = Background(relay_args, tray_env, ready="listening on")
     try:
-        assert service.stderr is not None
-        assert "listening on" in service.stderr.readline() or "listening on" in service.stderr.readline()
-        tray = TrayProcess(tray_args(lab, port, spool, "--window"), tray_env)
-        assert "following the relay already running" in tray.started
+        tray = start_tray(tray_args(lab, port, spool, "--window"), tray_env)
+        assert "following the relay already running" in tray.startup[-1]
         code, err = tray.stop()
         assert code == 0, err
-        assert service.poll() is None  # quitting the tray leaves the service running
+        assert service.process.poll() is None  # quitting the tray leaves the service running
     finally:
-        service.send_signal(signal.SIGTERM)
-        service.communicate(timeout=30)
+        service.stop()
 
 
 def test_a_port_in_use_is_one_sentence(lab: Lab, tray_env: dict[str, str], tmp_path: Path) -> None:
