@@ -62,6 +62,7 @@ STORE_FAILED = Reply(451, "4.3.0", "The relay could not store the message; pleas
 INTERNAL_ERROR = Reply(451, "4.3.0", "The relay met an internal error; please try again")
 AUTH_UNAVAILABLE = Reply(454, "4.7.0", "Temporary authentication failure; please try again")
 Buffer = bytes | memoryview
+READER_LIMIT = 64 * 1024
 _BARE = bare_line_ending_refusal(b"\n")
 assert _BARE is not None
 BARE_LINE_END: Reply = _BARE
@@ -242,9 +243,12 @@ class RelaySMTP(SMTP):
 
     def __init__(self, handler: InboundHandler, *, gate: _Gate, **kwargs: Any) -> None:
         policy = handler.policy
-        # aiosmtpd reads this (a class attribute) in __init__ for its StreamReader limit, which bounds a
-        # command line in memory; its default of 1001 is 998 characters, CRLF and a transparent dot.
-        self.line_length_limit = policy.max_line_length + 3
+        # aiosmtpd reads this (a class attribute) in __init__ for its StreamReader limit. It bounds a
+        # command line in memory (the reply to a long one is the same "500 Command line too long"), and
+        # the reader stops the socket whenever twice as much is buffered: at aiosmtpd's 1001 bytes,
+        # every 10 KB message cost a pause and a resume of the socket (two epoll calls on the loop).
+        # ``read_data`` checks the message's line length itself.
+        self.line_length_limit = READER_LIMIT
         super().__init__(handler, **kwargs)
         # aiosmtpd keeps these per class and grows them at each EHLO; keep them per session instead.
         self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)

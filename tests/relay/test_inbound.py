@@ -821,3 +821,18 @@ async def test_read_data_keeps_a_large_message_in_few_pieces() -> None:
     assert data.refusal is None
     assert joined(data) == body
     assert len(data.parts) < 2 * (len(body) // 262144 + 2)
+
+
+@pytest.mark.parametrize("length", [2_000, 100_000])
+async def test_a_too_long_command_line_is_refused_and_the_session_goes_on(
+    relay_factory: Starter, length: int
+) -> None:
+    relay = await relay_factory()
+    client = await RawClient.connect(relay.port)
+    assert (await client.reply()).startswith("220")
+    await client.cmd("EHLO scanner")
+    answer = await client.cmd("MAIL FROM:<" + "a" * length + "@lab.test>")
+    assert answer == "500 Command line too long"
+    assert await client.cmd("NOOP") == "250 OK"
+    await client.close()
+    assert relay.queued == []
