@@ -61,7 +61,7 @@ class Background:
 
         self.process = subprocess.Popen(
             [str(program or BIN / "relaywizard"), *args],
-            env=dict(env),
+            env=dict(env, PYTHONFAULTHANDLER="1"),  # a hang at stop shows every thread's stack (below)
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -84,7 +84,12 @@ class Background:
     def stop(self, signal_number: int = 15) -> tuple[int, str]:
         """Send ``signal_number`` (SIGTERM), wait; the exit code and all it wrote to standard error."""
         self.process.send_signal(signal_number)
-        _, err = self.process.communicate(timeout=30)
+        try:
+            _, err = self.process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(6)  # SIGABRT: the fault handler prints where every thread is
+            _, err = self.process.communicate(timeout=10)
+            raise AssertionError(f"{self.process.args[1]} did not stop within 30 s:\n{err}") from None
         return self.process.returncode, "".join(self.startup) + err
 
     def kill(self) -> None:

@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QSocketNotifier, Signal
 from PySide6.QtNetwork import QLocalServer, QLocalSocket
 from PySide6.QtWidgets import QApplication, QWidget
 
@@ -229,6 +229,42 @@ class TrayApp(QObject):
         self.settings.raise_()
 
 
+class SignalWake(QObject):
+    """Calls ``quit`` on SIGINT or SIGTERM, at once even while Qt sleeps in its event loop.
+
+    Python runs a signal's handler only when it next runs Python code, and a Qt program can sleep in C++
+    for as long as nothing happens. So the signal also writes a byte to a socket pair that Qt watches (the
+    usual way for Qt programs): that wakes the loop, and Python runs the handler.
+    """
+
+    def __init__(self, quit: Callable[[], None], loop: asyncio.AbstractEventLoop) -> None:
+        import socket
+
+        super().__init__()
+        self._handlers = {
+            signum: signal.signal(signum, lambda *_: loop.call_soon_threadsafe(quit))
+            for signum in (signal.SIGINT, signal.SIGTERM)
+        }
+        self._reader, self._writer = socket.socketpair()
+        for end in (self._reader, self._writer):
+            end.setblocking(False)
+        self._previous = signal.set_wakeup_fd(self._writer.fileno())
+        self.notifier = QSocketNotifier(self._reader.fileno(), QSocketNotifier.Type.Read, self)
+        self.notifier.activated.connect(self._drain)
+
+    def _drain(self) -> None:  # Python has run the handler by now; the bytes only woke Qt
+        with contextlib.suppress(OSError):
+            self._reader.recv(64)
+
+    def close(self) -> None:
+        self.notifier.setEnabled(False)
+        signal.set_wakeup_fd(self._previous)
+        for signum, handler in self._handlers.items():
+            signal.signal(signum, handler)
+        self._reader.close()
+        self._writer.close()
+
+
 def run_tray(
     config: RelayConfig, *, window_only: bool, start_relay: Callable[[], Awaitable[RelayService]]
 ) -> int:
@@ -252,10 +288,7 @@ def run_tray(
     async def main() -> None:
         tray = TrayApp(config, start_relay=start_relay, window_only=window_only)
         single.activated.connect(tray.bring_forward)
-        # SIGTERM (a logout, systemd) and Ctrl-C stop the relay cleanly, as Quit does. Python runs the
-        # handler the next time Qt hands it control (the collector's timer makes that a matter of ms).
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(tray.quitting.set))
+        trays.append(tray)
         try:
             await tray.start()
             print(tray.describe(), file=sys.stderr, flush=True)
@@ -265,8 +298,12 @@ def run_tray(
         finally:
             await tray.shutdown()
 
+    # SIGTERM (a logout, systemd) and Ctrl-C stop the relay cleanly, as Quit does.
+    trays: list[TrayApp] = []
+    wake = SignalWake(lambda: trays[0].quitting.set() if trays else None, loop)
     with loop, contextlib.suppress(asyncio.CancelledError):
         loop.run_until_complete(main())
+    wake.close()
     single.release()
     if failure:
         raise failure[0]

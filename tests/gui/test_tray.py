@@ -500,3 +500,25 @@ def test_warnings_given_before_the_tray_listened_are_notified_once(
         await controller.stop()
 
     run(qloop, scenario())
+
+
+def test_sigterm_wakes_the_sleeping_loop_and_asks_to_quit(qloop: qasync.QEventLoop) -> None:
+    import os
+    import signal
+
+    from relaywizard.gui.tray_app import SignalWake
+
+    asked: list[bool] = []
+    before = signal.getsignal(signal.SIGTERM)
+    wake = SignalWake(lambda: asked.append(True), qloop)
+    try:
+
+        async def scenario() -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            await until(lambda: asked, within=2, what="the quit asked for")
+
+        run(qloop, scenario())
+    finally:
+        wake.close()
+    assert signal.getsignal(signal.SIGTERM) == before  # closing gives the handlers back
+    assert asked == [True]
