@@ -43,9 +43,9 @@ class DiagnosticsWindow(QWidget):
                 "The relay has no mailbox or sender address, so there is no domain to check. "
                 "Set the sender in the setup wizard's relay page, then run the diagnostics again."
             )
-            self.view.setEnabled(False)
+            self.view.setVisible(False)
             return
-        self.view.setEnabled(True)
+        self.view.setVisible(True)
         where = f"{target.smtp_host}:{target.smtp_port}"
         who = f", signing in as {target.user}" if target.user else ""
         self.intro.setText(f"DNS of {target.domain} and the relay's upstream {where}{who}.")
@@ -66,12 +66,14 @@ class SettingsDialog(QDialog):
         self.setWindowTitle("relaywizard — tray settings")
         self.setWindowIcon(icons.icon("relaywizard"))
         self.autostart = autostart
+        self.setMinimumWidth(self.fontMetrics().horizontalAdvance("m") * 40)
         self.start_at_login = QCheckBox("&Start the relay's tray icon when I log in")
         self.start_at_login.setAccessibleName("Start at login")
         self.where = QLabel()
         self.where.setWordWrap(True)
         self.error = QLabel()
         self.error.setWordWrap(True)
+        self.error.setVisible(False)
         settings = QLabel(
             f"The relay's settings are in {settings_file}. Change them with the setup wizard, which tests "
             "them before they are saved."
@@ -99,6 +101,7 @@ class SettingsDialog(QDialog):
             enabled = self.autostart.is_enabled()
         except RelayWizardError as exc:
             self.error.setText(exc.one_line())
+            self.error.setVisible(True)
             enabled = False
         self.start_at_login.blockSignals(True)
         self.start_at_login.setChecked(enabled)
@@ -110,6 +113,8 @@ class SettingsDialog(QDialog):
             self.autostart.set_enabled(enabled)
         except RelayWizardError as exc:
             self.error.setText(exc.one_line())
+            self.error.setVisible(True)
         else:
             self.error.setText("")
+            self.error.setVisible(False)
         self.refresh()
