@@ -204,7 +204,7 @@ class TrayApp(QObject):
         target = diagnostics_target(self.config, credentials)
         if target is not None and credentials is not None and target.token_provider is None:
             # the password is only known to an in-process relay; read it off the GUI thread
-            self.controller._spawn(self._diagnose_with_password(target))
+            self.controller.spawn(self._diagnose_with_password(target))
             return
         self.diagnostics.start(target)
 

@@ -170,7 +170,7 @@ class TrayController(QObject):
         self.refresh_queue()
 
     def refresh_queue(self) -> None:
-        self._spawn(self._load_queue())
+        self.spawn(self._load_queue())
 
     async def _load_queue(self) -> None:
         if not self.connected.is_set():
@@ -186,7 +186,7 @@ class TrayController(QObject):
     # -- what the person asked for ------------------------------------------------------------------
 
     def set_paused(self, pause: bool) -> None:
-        self._spawn(self._request("pause" if pause else "resume", done=self._paused))
+        self.spawn(self._request("pause" if pause else "resume", done=self._paused))
 
     def _paused(self, reply: dict[str, Any]) -> None:
         self.status["state"] = reply.get("state", self.status.get("state"))
@@ -204,7 +204,7 @@ class TrayController(QObject):
             self.window.say(said.format(id=envelope_id, path=reply.get("path", "")))
             self.refresh_queue()
 
-        self._spawn(self._request(op, id=envelope_id, done=done, **fields))
+        self.spawn(self._request(op, id=envelope_id, done=done, **fields))
 
     async def _request(self, op: str, *, done: Callable[[dict[str, Any]], None], **fields: Any) -> None:
         try:
@@ -215,7 +215,8 @@ class TrayController(QObject):
             return
         done(reply)
 
-    def _spawn(self, work: Awaitable[None]) -> None:
+    def spawn(self, work: Awaitable[None]) -> None:
+        """Run ``work`` on the loop; it is cancelled with the controller (``stop``)."""
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
