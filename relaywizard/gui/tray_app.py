@@ -104,6 +104,7 @@ class TrayApp(QObject):
         paths: AppPaths | None = None,
         start_run: Callable[[Target], DiagnosticsRun] = _start_run,
         open_wizard: Callable[[], QWidget] | None = None,
+        dns_servers: tuple[tuple[str, int], ...] = (),
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
@@ -117,6 +118,8 @@ class TrayApp(QObject):
         self.autostart = autostart
         self._start_run = start_run
         self._open_wizard = open_wizard
+        self.dns_servers = dns_servers
+        """Resolvers for the diagnostics (empty: the system's)."""
         self.tray = Tray(available, self)
         self.window = QueueWindow()
         self.controller = TrayController(
@@ -201,7 +204,7 @@ class TrayApp(QObject):
         self.diagnostics.show()
         self.diagnostics.raise_()
         credentials = self.service.credentials if self.service is not None else None
-        target = diagnostics_target(self.config, credentials)
+        target = diagnostics_target(self.config, credentials, dns_servers=self.dns_servers)
         if target is not None and credentials is not None and target.token_provider is None:
             # the password is only known to an in-process relay; read it off the GUI thread
             self.controller.spawn(self._diagnose_with_password(target))

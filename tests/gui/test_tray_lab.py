@@ -151,3 +151,35 @@ def test_the_tray_attaches_to_a_relay_that_already_runs(
             await service.stop()
 
     run(qloop, scenario(), timeout=60)
+
+
+def test_run_the_diagnostics_checks_the_relays_own_upstream(
+    lab: Lab, qtbot: QtBot, qloop: qasync.QEventLoop, tmp_path: Path, runtime: Path
+) -> None:
+    from relaywizard.diagnostics.runner import RunState
+
+    config = lab_config(lab, tmp_path)
+    started: list[RelayService] = []
+    app = tray_app(config, tmp_path, started=started)
+    app.dns_servers = ((lab.host, lab.dns_port),)
+
+    async def scenario() -> None:
+        try:
+            await app.start()
+            app.tray.diagnostics_action.trigger()
+            window = app.diagnostics
+            assert window is not None
+            await until(
+                lambda: window.controller.state in (RunState.FINISHED, RunState.CANCELLED),
+                within=30,
+                what="the diagnostics run",
+            )
+            assert window.target is not None
+            assert (window.target.smtp_host, window.target.smtp_port) == (lab.host, lab.submission_port)
+            assert window.view.row_state("smtp.auth") == "pass"  # signed in with the relay's own password
+            assert window.view.row_state("smtp.tls") == "pass"
+            assert "signing in as scanner@lab.test" in window.intro.text()
+        finally:
+            await app.shutdown()
+
+    run(qloop, scenario(), timeout=60)
