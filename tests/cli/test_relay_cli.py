@@ -45,6 +45,30 @@ def keyring_env(
     return env
 
 
+def lab_relay_args(command: str, lab: Lab, port: int, spool: Path, *extra: str) -> list[str]:
+    """``relay`` (or ``tray``) on 127.0.0.1:``port`` for 127.0.0.1, forwarding to the lab as the scanner."""
+    return [
+        command,
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--allow",
+        "127.0.0.1/32",
+        "--spool",
+        str(spool),
+        "--upstream",
+        f"{lab.host}:{lab.submission_port}",
+        "--ca-file",
+        str(lab.ca_file),
+        "--user",
+        SCANNER.login,
+        "--profile",
+        PROFILE,
+        "--rate",
+        "0",
+        *extra,
+    ]
+
+
 class RelayProcess(Background):
     """``relaywizard relay`` forwarding to the lab as the scanner, on a free port of 127.0.0.1."""
 
@@ -52,26 +76,7 @@ class RelayProcess(Background):
         self.port = free_port("127.0.0.1")
         self.spool = spool
         self.home = home
-        args = [
-            "relay",
-            "--listen",
-            f"127.0.0.1:{self.port}",
-            "--allow",
-            "127.0.0.1/32",
-            "--spool",
-            str(spool),
-            "--upstream",
-            f"{lab.host}:{lab.submission_port}",
-            "--ca-file",
-            str(lab.ca_file),
-            "--user",
-            SCANNER.login,
-            "--profile",
-            PROFILE,
-            "--rate",
-            "0",
-            *extra,
-        ]
+        args = lab_relay_args("relay", lab, self.port, spool, *extra)
         super().__init__(args, dict(env, RELAYWIZARD_HOME=str(home)), ready="listening on", within=20)
 
     def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_relay_cli import PROFILE, SCANNER, delivered, keyring_env, send
+from tests.cli.test_relay_cli import delivered, keyring_env, lab_relay_args, send
 from tests.helpers import Background, assert_one_sentence_error, run_cli
 from tests.lab.lab import Lab
 from tests.lab.process import free_port
@@ -21,26 +21,7 @@ __all__ = ["keyring_env"]  # the fixture, shared with the relay command's tests
 
 
 def tray_args(lab: Lab, port: int, spool: Path, *extra: str) -> list[str]:
-    return [
-        "tray",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--allow",
-        "127.0.0.1/32",
-        "--spool",
-        str(spool),
-        "--upstream",
-        f"{lab.host}:{lab.submission_port}",
-        "--ca-file",
-        str(lab.ca_file),
-        "--user",
-        SCANNER.login,
-        "--profile",
-        PROFILE,
-        "--rate",
-        "0",
-        *extra,
-    ]
+    return lab_relay_args("tray", lab, port, spool, *extra)
 
 
 def start_tray(args: list[str], env: dict[str, str]) -> Background:
