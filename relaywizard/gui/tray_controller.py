@@ -82,7 +82,8 @@ class TrayController(QObject):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watching: asyncio.Task[None] | None = None
         self._refresh: asyncio.TimerHandle | None = None
-        self._warned: set[str] = set()  # each warning notified once, however often the tray reconnects
+        self._warned: set[str] = set()
+        self._stopping = False  # each warning notified once, however often the tray reconnects
         tray.pauseRequested.connect(self.set_paused)
         tray.openQueue.connect(self.open_queue)
         window.pauseRequested.connect(self.set_paused)
@@ -98,6 +99,7 @@ class TrayController(QObject):
             self._watching = asyncio.ensure_future(self._watch_forever())
 
     async def stop(self) -> None:
+        self._stopping = True  # the watch loop ends even if a cancellation gets lost on the way
         if self._refresh is not None:
             self._refresh.cancel()
         tasks = [task for task in (self._watching, *self._tasks) if task is not None]
@@ -108,7 +110,7 @@ class TrayController(QObject):
                 await task
 
     async def _watch_forever(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 async for event in self.link.watch():
                     self._on_event(event)

@@ -73,8 +73,11 @@ class ControlClient:
 
     async def close(self) -> None:
         self._writer.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._writer.wait_closed(), 1)
+        # asyncio.timeout, not wait_for under suppress(Exception): in Python 3.11 wait_for can swallow a
+        # cancellation that comes as the inner wait ends, and a tray being stopped then never stopped.
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(1):
+                await self._writer.wait_closed()
 
     async def _send(self, message: dict[str, Any]) -> None:
         self._writer.write(json.dumps(message).encode() + b"\n")

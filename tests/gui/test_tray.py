@@ -522,3 +522,28 @@ def test_sigterm_wakes_the_sleeping_loop_and_asks_to_quit(qloop: qasync.QEventLo
         wake.close()
     assert signal.getsignal(signal.SIGTERM) == before  # closing gives the handlers back
     assert asked == [True]
+
+
+class CancellationEatingLink(FakeLink):
+    """A watch that loses the cancellation, as Python 3.11's wait_for can inside a connection's close."""
+
+    async def watch(self) -> AsyncIterator[dict[str, Any]]:
+        yield dict(STATUS)
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            return
+
+
+def test_stop_ends_the_watch_even_when_a_cancellation_is_lost(qtbot: QtBot, qloop: qasync.QEventLoop) -> None:
+    tray = Tray(lambda: True)
+    shown = QueueWindow()
+    qtbot.addWidget(shown)
+    controller = TrayController(tray, shown, CancellationEatingLink(), reconnect=0.2)
+
+    async def scenario() -> None:
+        controller.start()
+        await until(controller.connected.is_set, what="connected")
+        await asyncio.wait_for(controller.stop(), 5)  # before the fix: waited forever
+
+    run(qloop, scenario())
