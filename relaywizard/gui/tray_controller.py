@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 RECONNECT_SECONDS = 3.0
 REFRESH_DELAY = 0.3  # events come in bursts: one queue refresh per burst
+BRIEF_KEYS = ("state", "counts", "delivered_today", "failed_today", "last_error")
 
 
 class Link(Protocol):
@@ -135,15 +136,8 @@ class TrayController(QObject):
             return
         if event.get("event") == "expiry":
             self._warned.add(str(event.get("text")))
-        if "state" in event:
-            self.status.update({key: event[key] for key in ("state", "counts") if key in event})
-        kind = event.get("event")
-        if kind == "delivered":
-            self.status["delivered_today"] = int(self.status.get("delivered_today", 0)) + 1
-        elif kind == "dead":
-            self.status["failed_today"] = int(self.status.get("failed_today", 0)) + 1
-        if kind in ("dead", "auth_failed", "upstream_down"):
-            self.status["last_error"] = {"kind": kind, "text": event.get("text")}
+        # every event carries the relay's state and counts after it (RelayStatus._brief): take them
+        self.status.update({key: event[key] for key in BRIEF_KEYS if key in event})
         self.tray.show_event({**self.status, **event, "state": self.status.get("state")})
         self.window.show_status(self.status)
         self._schedule_refresh()

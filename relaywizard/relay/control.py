@@ -296,7 +296,7 @@ class RelayStatus:
         self.publish({"event": "queued", "text": text, "at": self.clock(), "id": envelope.id})
 
     def publish(self, event: dict[str, Any]) -> None:
-        """Send an event, with the state and counts after it, to every watcher."""
+        """Send an event, with the state and the counts after it (``_brief``), to every watcher."""
         if not self._watchers:
             return
         event = {**event, **self._brief()}
@@ -324,6 +324,9 @@ class RelayStatus:
         return {
             "state": overall_state(paused=paused, upstream=self.upstream, counts=counts),
             "counts": counts,
+            "delivered_today": self.delivered_today,
+            "failed_today": self.failed_today,
+            "last_error": self.last_error,
         }
 
     def snapshot(self) -> dict[str, Any]:
@@ -338,10 +341,10 @@ class RelayStatus:
             upstream |= {"host": config.upstream.host, "port": config.upstream.port}
             brief |= {"listen": f"{host}:{port}", "spool": str(config.spool), "pid": os.getpid()}
         return {
-            **brief,
             "delivered_today": self.delivered_today,
             "failed_today": self.failed_today,
             "last_error": self.last_error,
+            **brief,
             "warnings": list(self.warnings),
             "upstream": upstream,
         }

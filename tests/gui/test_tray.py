@@ -337,7 +337,15 @@ def test_the_controller_shows_the_relays_status_and_events(
         controller.start()
         await until(lambda: tray.state == "delivering", what="the first status")
         assert "41 delivered today" in tray.icon.toolTip()
-        delivered = {"event": "delivered", "text": "delivered", "state": "running", "counts": {"done": 6}}
+        # as the relay sends them: each event with the state and the day's counts after it
+        delivered = {
+            "event": "delivered",
+            "text": "delivered",
+            "state": "running",
+            "counts": {"done": 6},
+            "delivered_today": 42,
+            "failed_today": 1,
+        }
         await link.events.put(delivered)
         await until(lambda: tray.state == "running", what="the delivered event")
         assert "42 delivered today" in tray.icon.toolTip()
@@ -347,6 +355,9 @@ def test_the_controller_shows_the_relays_status_and_events(
             "text": "550 5.7.60 refused",
             "state": "errors waiting",
             "counts": {"dead": 1},
+            "delivered_today": 42,
+            "failed_today": 2,
+            "last_error": {"kind": "dead", "text": "550 5.7.60 refused"},
         }
         await link.events.put(dead)
         await until(lambda: tray.state == "errors waiting", what="the dead event")
