@@ -82,7 +82,8 @@ class Background:
         raise AssertionError(f"{args[0]} did not start: {''.join(self.startup)}")
 
     def stop(self, signal_number: int = 15) -> tuple[int, str]:
-        """Send ``signal_number`` (SIGTERM), wait; the exit code and all it wrote to standard error."""
+        """Send ``signal_number`` (SIGTERM), wait; the exit code and what it wrote to standard error after
+        the lines it printed while starting (those are in ``startup``)."""
         self.process.send_signal(signal_number)
         try:
             _, err = self.process.communicate(timeout=30)
@@ -90,7 +91,7 @@ class Background:
             self.process.send_signal(6)  # SIGABRT: the fault handler prints where every thread is
             _, err = self.process.communicate(timeout=10)
             raise AssertionError(f"{self.process.args[1]} did not stop within 30 s:\n{err}") from None
-        return self.process.returncode, "".join(self.startup) + err
+        return self.process.returncode, err
 
     def kill(self) -> None:
         if self.process.poll() is None:

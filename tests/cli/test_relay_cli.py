@@ -79,11 +79,6 @@ class RelayProcess(Background):
         args = lab_relay_args("relay", lab, self.port, spool, *extra)
         super().__init__(args, dict(env, RELAYWIZARD_HOME=str(home)), ready="listening on", within=20)
 
-    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
-        """Signal it and wait; its exit code and what it wrote to standard error after starting."""
-        code, err = super().stop(sig)
-        return code, err.removeprefix("".join(self.startup))
-
 
 @pytest.fixture
 def relay(lab: Lab, keyring_env: dict[str, str], tmp_path: Path) -> Iterator[RelayProcess]:

@@ -69,7 +69,7 @@ class Relay(Background):
 
     def log(self) -> str:
         """Stop it (SIGTERM) and return all it wrote to standard error."""
-        return self.stop()[1]
+        return "".join(self.startup) + self.stop()[1]
 
 
 @pytest.fixture

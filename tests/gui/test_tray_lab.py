@@ -6,12 +6,9 @@ The relay forwards to the lab's Postfix (127.0.0.1); the tray follows it through
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from collections.abc import Iterator
-from email.message import EmailMessage
 from pathlib import Path
 
-import aiosmtplib
 import pytest
 import qasync
 from PySide6.QtWidgets import QApplication
@@ -26,7 +23,7 @@ from relaywizard.relay.service import RelayService
 from tests.gui.conftest import run, until
 from tests.lab.lab import Lab
 from tests.lab.process import free_port
-from tests.relay.control_lab import LOGIN, PASSWORD, lab_config, private_runtime
+from tests.relay.control_lab import LOGIN, PASSWORD, lab_config, private_runtime, send_scan
 
 pytestmark = pytest.mark.lab
 
@@ -37,18 +34,6 @@ def runtime(monkeypatch: pytest.MonkeyPatch, qapp: QApplication) -> Iterator[Pat
     with private_runtime(monkeypatch) as folder:
         yield folder
     qapp.setQuitOnLastWindowClosed(True)
-
-
-async def send(app: TrayApp, service: RelayService, to: str = "alice@lab.test") -> str:
-    subject = f"tray {uuid.uuid4()}"
-    message = EmailMessage()
-    message["From"] = LOGIN
-    message["To"] = to
-    message["Subject"] = subject
-    message.set_content("Scanned page.")
-    host, port = service.relay.address
-    await aiosmtplib.send(message, hostname=host, port=port, timeout=10)
-    return subject
 
 
 def tray_app(config: RelayConfig, tmp_path: Path, *, started: list[RelayService]) -> TrayApp:
@@ -74,7 +59,7 @@ def test_the_tray_runs_the_relay_and_shows_a_delivery_against_the_lab(
             await app.start()
             assert len(started) == 1
             await until(lambda: app.tray.state == "running", within=10, what="the running state")
-            subject = await send(app, started[0], to=LOGIN)
+            subject = await send_scan(started[0].relay.address, LOGIN, prefix="tray")
             await until(
                 lambda: "1 delivered today" in app.tray.icon.toolTip(), within=20, what="the delivery"
             )
@@ -111,7 +96,7 @@ def test_an_upstream_that_is_down_turns_the_icon_to_errors_and_notifies(
     async def scenario() -> None:
         try:
             await app.start()
-            await send(app, started[0])
+            await send_scan(started[0].relay.address, prefix="tray")
             await until(lambda: app.tray.state == "errors waiting", within=20, what="the errors state")
             titles = [title for title, _text in app.tray.notifications]
             assert titles == ["Microsoft 365 cannot be reached"]

@@ -24,6 +24,7 @@ from relaywizard.relay.credentials import PasswordCredentials
 from relaywizard.relay.engine import Relay
 from relaywizard.relay.forwarder_types import ForwarderEvent
 from relaywizard.relay.model import Upstream
+from relaywizard.relay.service import RelayService
 from tests.lab.lab import Lab
 
 LOGIN = "scanner@lab.test"
@@ -81,34 +82,33 @@ class Running:
         return await ControlClient.connect(path=self.path, wait=5)
 
     async def send(self, to: str = "alice@lab.test") -> str:
-        subject = f"control {uuid.uuid4()}"
-        message = EmailMessage()
-        message["From"] = LOGIN
-        message["To"] = to
-        message["Subject"] = subject
-        message.set_content("Scanned page.")
-        host, port = self.relay.address
-        await aiosmtplib.send(message, hostname=host, port=port, timeout=10)
-        return subject
+        return await send_scan(self.relay.address, to)
+
+
+async def send_scan(address: tuple[str, int], to: str = "alice@lab.test", prefix: str = "control") -> str:
+    """A device's scan, from the scanner's address, to the relay at ``address``; returns its subject."""
+    subject = f"{prefix} {uuid.uuid4()}"
+    message = EmailMessage()
+    message["From"] = LOGIN
+    message["To"] = to
+    message["Subject"] = subject
+    message.set_content("Scanned page.")
+    host, port = address
+    await aiosmtplib.send(message, hostname=host, port=port, timeout=10)
+    return subject
 
 
 @contextlib.asynccontextmanager
 async def start_running(lab: Lab, root: Path) -> AsyncIterator[Running]:
-    """A relay forwarding to the lab's submission port, with its control socket named after its spool."""
-    status = RelayStatus()
+    """A relay forwarding to the lab's submission port, with its control socket named after its spool:
+    the relay service as ``relaywizard relay`` and the tray start it."""
     events: list[ForwarderEvent] = []
-    relay = Relay(
-        lab_config(lab, root),
-        PasswordCredentials(LOGIN, PASSWORD),
-        on_event=status.listener(events.append),
-        on_queued=status.on_queued,
+    service = RelayService(
+        lab_config(lab, root), PasswordCredentials(LOGIN, PASSWORD), on_event=events.append
     )
-    await relay.start()
+    await service.start()
     try:
-        server = await control.start_control(relay, status)
-        try:
-            yield Running(relay, status, server, events)
-        finally:
-            await server.close()
+        assert service.control is not None, service.control_error
+        yield Running(service.relay, service.status, service.control, events)
     finally:
-        await relay.stop()
+        await service.stop()
