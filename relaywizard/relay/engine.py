@@ -20,7 +20,7 @@ from relaywizard.relay.config import RelayConfig
 from relaywizard.relay.credentials import Credentials
 from relaywizard.relay.deliverylog import DeliveryLog
 from relaywizard.relay.forwarder import Forwarder
-from relaywizard.relay.forwarder_types import ForwarderEvent, UpstreamSessionLike
+from relaywizard.relay.forwarder_types import ForwarderEvent
 from relaywizard.relay.inbound import start_inbound
 from relaywizard.relay.model import Envelope, State
 from relaywizard.relay.policy import InboundPolicy
@@ -147,16 +147,8 @@ def _graph_upstream(config: RelayConfig, credentials: Credentials | None) -> dic
 
     from relaywizard.relay.graph import graph_factory
 
-    make = graph_factory(config.graph_url)
-    upstream = config.upstream
-    helo = upstream.helo_name or config.hostname
-    context = ssl.create_default_context()  # not used: Graph sessions verify with their own context
-
-    def session() -> UpstreamSessionLike:
-        return make(upstream, credentials, context, helo)
-
     return {
-        "session_factory": session,
+        "session_factory": graph_factory(config.upstream, credentials, config.graph_url),
         "upstream_name": f"Microsoft Graph ({urlsplit(config.graph_url).netloc})",
     }
 

@@ -67,7 +67,6 @@ _LINE_ENDS = re.compile(rb"\r\n|\n|\r(?!\n)")
 _RECIPIENT_FIELDS = (b"to", b"cc")
 
 TokenSource = Callable[[], Awaitable[str]]
-SessionFactory = Callable[[Upstream, Credentials | None, ssl.SSLContext, str], "GraphSession"]
 
 
 @dataclass
@@ -355,31 +354,36 @@ class GraphSession:
         task.add_done_callback(self._closing.discard)
 
 
-def graph_factory(base_url: str = DEFAULT_GRAPH_URL, **options: Any) -> SessionFactory:
-    """Make ``GraphSession`` s with the arguments the forwarder gives ``UpstreamSession``.
+def graph_factory(
+    upstream: Upstream,
+    credentials: Credentials | None,
+    base_url: str = DEFAULT_GRAPH_URL,
+    **options: Any,
+) -> Callable[[], GraphSession]:
+    """The forwarder's ``session_factory`` for Graph: ``GraphSession`` s sharing one TLS context and one
+    ``Vouch``.
 
-    The forwarder can build its sessions with ``factory(upstream, credentials, context, helo)`` either
-    way. The mailbox and the token come from ``credentials`` (a ``TokenCredentials``); TLS always
-    verifies (the system's CAs plus ``upstream.ca_file``), whatever ``upstream.tls`` says, since the
-    bearer token must not go to an unverified server. ``options`` go to ``GraphSession``.
+    The mailbox and the token come from ``credentials`` (a ``TokenCredentials``); a password is refused
+    here, before any session. TLS always verifies (the system's CAs plus ``upstream.ca_file``), whatever
+    ``upstream.tls`` says, since the bearer token must not go to an unverified server. ``options`` go to
+    ``GraphSession``.
     """
+    if credentials is None or not set(TOKEN_MECHANISMS) & set(credentials.mechanisms):
+        raise ForwarderConfigError(
+            "Microsoft Graph takes only OAuth tokens: the relay needs --auth oauth-app (or "
+            "oauth-delegated) and --user for the Graph upstream.",
+        )
+    token_credentials = credentials
     contexts: list[ssl.SSLContext] = []
     vouch = Vouch()
 
-    def make(
-        upstream: Upstream, credentials: Credentials | None, context: ssl.SSLContext, helo: str
-    ) -> GraphSession:
-        if credentials is None or not set(TOKEN_MECHANISMS) & set(credentials.mechanisms):
-            raise ForwarderConfigError(
-                "Microsoft Graph takes only OAuth tokens: the relay needs --auth oauth-app (or "
-                "oauth-delegated) and --user for the Graph upstream.",
-            )
+    def make() -> GraphSession:
         if not contexts:
             contexts.append(graph_context(upstream.ca_file))  # once: loading the system CAs is not free
         return GraphSession(
-            credentials.user,
-            credentials.secret,
-            on_rejected=credentials.rejected,
+            token_credentials.user,
+            token_credentials.secret,
+            on_rejected=token_credentials.rejected,
             base_url=base_url,
             context=contexts[0],
             timeout=upstream.timeout,

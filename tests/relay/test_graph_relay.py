@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -29,7 +28,6 @@ from relaywizard.relay.credentials import PasswordCredentials, TokenCredentials
 from relaywizard.relay.deliverylog import DeliveryLog
 from relaywizard.relay.engine import Relay
 from relaywizard.relay.forwarder import Forwarder
-from relaywizard.relay.forwarder_types import UpstreamSessionLike
 from relaywizard.relay.graph import graph_factory
 from relaywizard.relay.model import State, Upstream
 from relaywizard.relay.spool import Spool
@@ -102,11 +100,9 @@ async def forwarding(
     spool.open()
     log, events = DeliveryLog(tmp_path / "delivery.jsonl"), Events()
     credentials = TokenCredentials(MAILBOX, tokens, on_rejected=tokens.rejected)
-    make = graph_factory(graph.base_url, trust_env=False, **(graph_options or {}))
-    context = ssl.create_default_context()
-
-    def session() -> UpstreamSessionLike:
-        return make(upstream(graph), credentials, context, "relay.office.example")
+    session = graph_factory(
+        upstream(graph), credentials, graph.base_url, trust_env=False, **(graph_options or {})
+    )
 
     options: dict[str, Any] = {"rate": 0, "backoff": (0.2,), "stop_grace": 5.0, "connections": 2}
     options.update(kwargs)
@@ -211,9 +207,8 @@ async def test_a_dead_message_is_explained_in_the_delivery_log(graph: FakeGraph,
 
 
 async def test_the_factory_refuses_a_password(graph: FakeGraph) -> None:
-    make = graph_factory(graph.base_url)
     with pytest.raises(ForwarderConfigError, match="only OAuth tokens"):
-        make(upstream(graph), PasswordCredentials(MAILBOX, "pw"), None, "relay")  # type: ignore[arg-type]
+        graph_factory(upstream(graph), PasswordCredentials(MAILBOX, "pw"), graph.base_url)
 
 
 # -- the whole engine ----------------------------------------------------------------------------------
