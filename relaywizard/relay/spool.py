@@ -3,20 +3,24 @@
 Layout under the root (folders 0700, files 0600)::
 
     lock                  flock'd by the one relay that owns the spool; holds its pid
-    data/<id>.eml         the content as received: written once, fsync'd, never rewritten
-    incoming/<id>.json    not written any more (older relays used it); discarded on recovery
-    queued/  sending/  done/  dead/   <id>.json
+    queued/  sending/  done/  dead/   <id>.msg
+    incoming/             not written any more (older relays used it); emptied on recovery
 
-A message's state is the folder its envelope is in, and a state change is one ``rename``. Envelopes
-are written as ``<id>.json.tmp`` + fsync + rename, so no reader sees half of one; recovery removes
-``.tmp`` files. Accepting fsyncs the content and the envelope, then the ``data`` folder, *before* the
-envelope is renamed into ``queued``, then fsyncs ``queued``: whenever a queued envelope exists, its
-content does too, and the device is answered only after that last fsync. Writes run in a worker
-thread as a group commit: messages arriving while a group is written go together in the next one,
-with one fsync per folder for the whole group. Claiming (QUEUED -> SENDING) is not fsync'd, as
-SENDING is recovered as QUEUED anyway. A delivered message's envelope moves to ``done`` with its
-last attempt, fsync'd per group but not per file (a power cut may at worst send it again), and its
-content is removed; the envelope goes after ``keep_done`` (7 days).
+One file per message, in the folder of its state: a first line of JSON (``{"v": 1, "content": N,
+"envelope": {...}}``; JSON has no raw line ends) and then the N bytes of the message as received. A
+delivered message keeps its envelope only (``"content": null``). A state change is one ``rename``.
+
+Accepting writes the file straight into ``queued``, fsyncs it and then the ``queued`` folder, and only
+then is the device answered: one file and one folder fsync a message (the folder's costs nothing more
+on a journalling file system, as the file's fsync committed its name). A crash while the file is
+written leaves it shorter than its first line says: never answered, it is removed on recovery. Every
+later change of a message with content (a deferral or a death recording its attempt, a retry) writes
+a new file as ``<id>.msg.tmp`` + fsync and renames it over the old one, so no reader sees half of it;
+recovery removes ``.tmp`` files. Claiming (QUEUED -> SENDING) is not fsync'd, as SENDING is recovered
+as QUEUED anyway. A delivered message's envelope moves to ``done`` with its last attempt, fsync'd per
+group but not per file (a power cut may at worst send it again); the envelope goes after
+``keep_done`` (7 days). A spool written by an older relay (``data/<id>.eml`` beside ``<state>/<id>.json``)
+is converted on recovery.
 
 One process owns a spool (the flock); it keeps the QUEUED envelopes in memory to pick due messages
 without reading the disk. Reading methods (``list``, ``get``, ``counts``, ``export_eml``...) also work
@@ -36,7 +40,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -51,6 +54,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Buffer = bytes | memoryview
 _IOV_MAX = 1024
+_MAX_HEAD = 8 * 1024 * 1024
+"""A message file's first line is at most this long (500 recipients and many attempts fit easily)."""
+SUFFIX = ".msg"
 
 INLINE_READ = 256 * 1024
 """Content up to this size is read on the event loop (see ``Spool.content``)."""
@@ -91,20 +97,23 @@ class ContentChunks(Sequence[bytes]):
         self.nbytes = bounds[-1] - bounds[0] + (0 if head is None else len(head) - (bounds[1] - bounds[0]))
 
     @classmethod
-    def scan(cls, path: Path) -> ContentChunks:
-        """Find the chunk boundaries (reading the file once, a chunk at a time)."""
-        bounds = [0]
+    def scan(cls, path: Path, start: int = 0, length: int | None = None) -> ContentChunks:
+        """Find the chunk boundaries of the ``length`` bytes (all to the end by default) from ``start``,
+        reading the file once, a chunk at a time."""
+        bounds = [start]
+        end = None if length is None else start + length
         with path.open("rb") as file:
-            while block := file.read(cls.CHUNK):
+            file.seek(start)
+            while block := file.read(cls.CHUNK if end is None else min(cls.CHUNK, end - bounds[-1])):
                 cut = len(block)
-                if len(bounds) == 1 and 0 < (end := header_end(block)) < len(block):
-                    cut = end
+                if len(bounds) == 1 and 0 < (head_end := header_end(block)) < len(block):
+                    cut = head_end
                 elif len(block) == cls.CHUNK and (newline := block.rfind(b"\n")) >= 0:
                     cut = newline + 1
                 bounds.append(bounds[-1] + cut)
                 file.seek(bounds[-1])
         if len(bounds) == 1:
-            bounds.append(0)
+            bounds.append(start)
         return cls(path, bounds)
 
     def with_head(self, head: bytes) -> ContentChunks:
@@ -230,19 +239,125 @@ def _as_json(envelope: Envelope) -> dict[str, Any]:
     return data
 
 
-def _encode(envelope: Envelope) -> bytes:
-    return json.dumps(_as_json(envelope), ensure_ascii=False, separators=(",", ":")).encode()
+def _head(envelope: Envelope, length: int | None) -> bytes:
+    """A message file's first line: the envelope, and how many bytes of content follow (None: none kept)."""
+    record = {"v": 1, "content": length, "envelope": _as_json(envelope)}
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+class TornFile(SpoolError):
+    """A message file shorter than its first line says: a crash cut its writing short (never answered)."""
+
+
+@dataclass
+class _Record:
+    """A message file's first line read: the envelope, and where its content is."""
+
+    envelope: Envelope
+    offset: int
+    """Where the content starts (the length of the first line)."""
+    length: int | None
+    """How many bytes of content follow; None when none is kept (delivered, or lost)."""
+
+
+def _read_record(fd: int, path: Path, state: State) -> _Record:
+    """Read a message file's first line; its state is the folder it is in."""
+    first = os.pread(fd, 64 * 1024, 0)
+    end = first.find(b"\n")
+    while end < 0 and len(first) < _MAX_HEAD and (more := os.pread(fd, 1 << 20, len(first))):
+        searched = len(first)
+        first += more
+        end = first.find(b"\n", searched)
+    size = os.fstat(fd).st_size
+    if end < 0:
+        if size < _MAX_HEAD:
+            raise TornFile(f"The spool file {path} was cut short.")
+        raise SpoolError(f"The spool file {path} is damaged and cannot be read.")
+    try:
+        record = json.loads(first[:end])
+        length = record["content"]
+        if record.get("v") != 1 or not (length is None or (isinstance(length, int) and length >= 0)):
+            raise ValueError("not a message file")
+        envelope = Envelope.from_json(record["envelope"])
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise SpoolError(f"The spool file {path} is damaged and cannot be read.") from exc
+    envelope.state = state
+    expected = end + 1 + (length or 0)
+    if size < expected:
+        raise TornFile(f"The spool file {path} was cut short.")
+    if size > expected:
+        raise SpoolError(f"The spool file {path} is damaged and cannot be read.")
+    return _Record(envelope, end + 1, length)
+
+
+def _read(path: Path, state: State) -> _Record:
+    """``_read_record`` of the file at ``path``. FileNotFoundError passes through."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _read_record(fd, path, state)
+    finally:
+        os.close(fd)
 
 
 def _load(path: Path, state: State) -> Envelope:
-    """Read an envelope; its state is the folder it is in. FileNotFoundError passes through."""
-    raw = path.read_bytes()
+    """Read a message file's envelope. FileNotFoundError passes through."""
+    return _read(path, state).envelope
+
+
+def _copy_range(source: int, target: int, offset: int, length: int) -> None:
+    """Copy ``length`` bytes at ``offset`` of ``source`` to the end of ``target`` (in the kernel where
+    it can: a large message is not read into memory to be written again)."""
+    position = offset
+    end = offset + length
+    if hasattr(os, "copy_file_range"):
+        try:
+            while position < end and (copied := os.copy_file_range(source, target, end - position, position)):
+                position += copied
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+    while position < end:
+        block = os.pread(source, min(1 << 20, end - position), position)
+        if not block:
+            break
+        _write_all(target, block)
+        position += len(block)
+    if position < end:
+        raise OSError(errno.EIO, "the message file ended before its content did")
+
+
+def _rewrite(path: Path, tmp: Path, envelope: Envelope) -> None:
+    """Write ``tmp``: the message file at ``path`` with ``envelope`` as its first line, fsync'd."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        envelope = Envelope.from_json(json.loads(raw))
-    except (ValueError, TypeError, KeyError) as exc:
-        raise SpoolError(f"The spool file {path} is damaged and cannot be read.") from exc
-    envelope.state = state
-    return envelope
+        record = _read_record(fd, path, envelope.state)
+        with _open_new(tmp) as out:
+            _write_all(out, _head(envelope, record.length))
+            if record.length:
+                _copy_range(fd, out, record.offset, record.length)
+            os.fsync(out)
+    except SpoolError as exc:  # the file was damaged under us: an OSError to the caller, as for the disk
+        raise OSError(errno.EIO, str(exc).rstrip(".")) from None
+    finally:
+        os.close(fd)
+
+
+def _read_range(fd: int, offset: int, length: int) -> bytes:
+    """``length`` bytes at ``offset``, in one read (no second copy of a large message to join)."""
+    data = os.pread(fd, length, offset)
+    if len(data) != length:
+        raise OSError(errno.EIO, "the message file ended before its content did")
+    return data
+
+
+def _content_lost(now: float) -> Attempt:
+    return Attempt(
+        at=now,
+        result="dead",
+        reply="The content of this message is missing from the spool folder.",
+        explanation="It cannot be delivered: the spool folder was damaged or changed by hand. "
+        "Ask the sender to send it again.",
+    )
 
 
 def _copy(envelope: Envelope) -> Envelope:
@@ -318,9 +433,8 @@ class _Schedule:
 class _Job:
     """One message's share of a group commit (see ``Spool._commit_group``); runs in a worker thread.
 
-    ``prepare`` writes (and fsyncs) new files; the folders in ``before`` are fsync'd once all jobs are
-    prepared and before any ``commit``, which renames; the folders in ``after`` are fsync'd once all
-    jobs are committed; then ``cleanup`` removes what is no longer needed (errors ignored). A job that
+    ``prepare`` writes (and fsyncs) new files; ``commit`` renames, once all jobs are prepared; the
+    folders in ``after`` are fsync'd once all jobs are committed. A job that
     fails is ``undo``ne and ``explain`` turns its OSError into the one sentence its caller gets; the
     other jobs of the group go on.
     """
@@ -329,9 +443,10 @@ class _Job:
     commit: Callable[[], None]
     undo: Callable[[], None]
     explain: Callable[[OSError], Exception]
-    before: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
-    cleanup: Callable[[], None] | None = None
+    apart: bool = True
+    """Prepare in a worker of its own before joining a group (when ``prepare`` fsyncs: fsyncs that come
+    together are merged by the file system); otherwise the group's worker prepares it."""
     error: Exception | None = None
 
     def fail(self, exc: OSError) -> None:
@@ -367,29 +482,21 @@ class Spool:
         self._finishing: set[str] = set()
         self._background: set[asyncio.Future[Any]] = set()
         self._counts: dict[State, int] = dict.fromkeys(State, 0)
-        self._tidied = {"pruned": 0, "damaged": 0}  # by open(), reported by recover()
+        self._tidied = {"discarded": 0, "pruned": 0, "damaged": 0}  # by open(), reported by recover()
         self._waiting_jobs: list[tuple[_Job, asyncio.Future[None]]] = []
         self._committing: asyncio.Task[None] | None = None
 
     # -- paths ------------------------------------------------------------------------------------------
 
-    def _json(self, state: State, envelope_id: str) -> Path:
-        return self.root / state.value / f"{envelope_id}.json"
-
-    def _data(self, envelope_id: str) -> Path:
-        return self.root / "data" / f"{envelope_id}.eml"
-
-    def content_path(self, envelope_id: str) -> Path:
-        """Where the message's content is (for streaming a large message instead of reading it)."""
-        self._check_id(envelope_id)
-        return self._data(envelope_id)
+    def _path(self, state: State, envelope_id: str) -> Path:
+        return self.root / state.value / f"{envelope_id}{SUFFIX}"
 
     def _check_id(self, envelope_id: str) -> None:
         # Ids become file names: nothing like "../x" may reach the file system.
         if not _ID.fullmatch(envelope_id):
             raise MessageNotFound(f"There is no message {envelope_id!r} in the spool {self.root}.")
 
-    def _ids(self, folder: str, suffix: str = ".json") -> set[str]:
+    def _ids(self, folder: str, suffix: str = SUFFIX) -> set[str]:
         return {n.removesuffix(suffix) for n in os.listdir(self.root / folder) if n.endswith(suffix)}
 
     def _sync_dir(self, folder: str) -> None:
@@ -426,7 +533,7 @@ class Spool:
         try:
             os.ftruncate(self._lock_fd, 0)
             os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
-            for folder in (*State, "data"):
+            for folder in State:
                 path = self.root / folder
                 path.mkdir(mode=0o700, exist_ok=True)
                 path.chmod(0o700)
@@ -460,9 +567,14 @@ class Spool:
         """Rebuild the in-memory view (queue and counts) from the folders."""
         self._schedule = _Schedule()
         for envelope_id in self._ids(State.QUEUED):
-            path = self._json(State.QUEUED, envelope_id)
+            path = self._path(State.QUEUED, envelope_id)
             try:
                 self._schedule.add(_load(path, State.QUEUED))
+            except TornFile:
+                # Cut short by a crash while it was written: the device was never answered.
+                log.warning("spool: %s was not written to the end before a crash; removed", path)
+                os.unlink(path)
+                self._tidied["discarded"] += 1
             except SpoolError:
                 # Kept for a person to look at, out of the way of the relay.
                 log.warning("spool: %s is damaged; renamed to .corrupt", path)
@@ -473,8 +585,8 @@ class Spool:
     def recover(self) -> dict[str, int]:
         """Repair the spool after a crash; returns how many messages each repair touched.
 
-        SENDING goes back to QUEUED (it may be sent twice, never lost); INCOMING was never answered and
-        is removed, as is content no envelope needs; an envelope whose content is gone becomes DEAD.
+        SENDING goes back to QUEUED (it may be sent twice, never lost); INCOMING and files cut short
+        were never answered and are removed; a spool of an older relay is converted.
         Call it once after ``open()``, before anything is accepted or claimed.
         """
         self._require_open()
@@ -484,61 +596,91 @@ class Spool:
             raise self._unusable(exc) from None
 
     def _recover(self) -> dict[str, int]:
-        report = dict.fromkeys(("duplicates", "discarded", "requeued", "orphans", "missing_content"), 0)
-        for folder in (*State, "data"):
+        report = dict.fromkeys(("duplicates", "discarded", "requeued", "converted", "missing_content"), 0)
+        for folder in State:
             for name in os.listdir(self.root / folder):
                 if name.endswith(".tmp"):
                     os.unlink(self.root / folder / name)
+        if (self.root / "data").is_dir():
+            report["converted"], report["missing_content"] = self._convert_old_spool()
         ids = {state: self._ids(state) for state in State}
         seen: set[str] = set()
         for state in _PRECEDENCE:
             for envelope_id in ids[state] & seen:
-                os.unlink(self._json(state, envelope_id))
+                os.unlink(self._path(state, envelope_id))
                 report["duplicates"] += 1
             ids[state] -= seen
             seen |= ids[state]
         for envelope_id in ids[State.INCOMING]:
-            os.unlink(self._json(State.INCOMING, envelope_id))
+            os.unlink(self._path(State.INCOMING, envelope_id))
             report["discarded"] += 1
         for envelope_id in ids[State.SENDING]:
-            os.rename(self._json(State.SENDING, envelope_id), self._json(State.QUEUED, envelope_id))
-            ids[State.QUEUED].add(envelope_id)
+            os.rename(self._path(State.SENDING, envelope_id), self._path(State.QUEUED, envelope_id))
             report["requeued"] += 1
-        content = {n[:-4] for n in os.listdir(self.root / "data") if n.endswith(".eml")}
-        damaged = set().union(*(self._ids(state, ".json.corrupt") for state in State))
-        for envelope_id in content - ids[State.QUEUED] - ids[State.DEAD] - damaged:
-            os.unlink(self._data(envelope_id))
-            report["orphans"] += 1
-        for envelope_id in ids[State.QUEUED] - content:
-            self._bury_without_content(envelope_id)
-            report["missing_content"] += 1
-        for folder in (*State, "data"):
+        for folder in State:
             self._sync_dir(folder)
         self._tidied["pruned"] += self.prune_done()
-        self._load_queue()
-        report |= self._tidied
+        self._load_queue()  # removes the files cut short, sets the damaged ones aside
+        for key, value in self._tidied.items():
+            report[key] = report.get(key, 0) + value
         self._tidied = dict.fromkeys(self._tidied, 0)
         report["queued"] = self._counts[State.QUEUED]
         self._sending.clear()
         return report
 
-    def _bury_without_content(self, envelope_id: str) -> None:
-        path = self._json(State.QUEUED, envelope_id)
-        try:
-            envelope = _load(path, State.DEAD)
-        except SpoolError:
-            return  # _load_queue quarantines it
-        envelope.attempts.append(
-            Attempt(
-                at=time.time(),
-                result="dead",
-                reply=f"The content of this message ({self._data(envelope_id).name}) is missing "
-                "from the spool folder.",
-                explanation="It cannot be delivered: the spool folder was damaged or changed by hand. "
-                "Ask the sender to send it again.",
-            )
-        )
-        self._move(envelope, State.QUEUED, State.DEAD)
+    def _convert_old_spool(self) -> tuple[int, int]:
+        """Turn an older relay's spool (``<state>/<id>.json`` + ``data/<id>.eml``) into message files.
+
+        Returns how many messages were converted, and how many of them had lost their content (those
+        become DEAD, with the reason). Content no envelope needs is removed, and ``data`` with it.
+        """
+        data = self.root / "data"
+        converted = missing = 0
+        kept: set[str] = set()
+        for state in State:
+            folder = self.root / state.value
+            for name in sorted(os.listdir(folder)):
+                if not name.endswith(".json"):
+                    continue
+                old, envelope_id, target = folder / name, name[:-5], state
+                content = data / f"{envelope_id}.eml"
+                try:
+                    envelope = Envelope.from_json(json.loads(old.read_bytes()))
+                except (ValueError, TypeError, KeyError):
+                    log.warning("spool: %s is damaged; renamed to .corrupt", old)
+                    os.rename(old, old.with_name(name + ".corrupt"))
+                    kept.add(envelope_id)
+                    self._tidied["damaged"] += 1
+                    continue
+                if state is not State.INCOMING:
+                    if state is State.DONE:
+                        length: int | None = None
+                    elif content.exists():
+                        length = content.stat().st_size
+                    else:
+                        length, target = None, State.DEAD
+                        envelope.attempts.append(_content_lost(time.time()))
+                        missing += 1
+                    envelope.state = target
+                    tmp = self._path(target, envelope_id).with_name(f"{envelope_id}{SUFFIX}.tmp")
+                    with _open_new(tmp) as fd:
+                        _write_all(fd, _head(envelope, length))
+                        if length is not None:
+                            with open(content, "rb") as source:
+                                _copy_range(source.fileno(), fd, 0, length)
+                        os.fsync(fd)
+                    os.replace(tmp, self._path(target, envelope_id))
+                    self._sync_dir(target)
+                    converted += 1
+                os.unlink(old)
+                _unlink(content)
+        for name in os.listdir(data):
+            if name.removesuffix(".eml") not in kept:
+                os.unlink(data / name)
+        with contextlib.suppress(OSError):  # not empty: content of a damaged envelope, kept for a person
+            data.rmdir()
+        log.info("spool: converted %d message(s) from an older relay's spool", converted)
+        return converted, missing
 
     def prune_done(self, now: float | None = None) -> int:
         """Forget delivered messages older than ``keep_done``; returns how many were removed."""
@@ -546,10 +688,8 @@ class Spool:
         pruned = 0
         with os.scandir(self.root / State.DONE) as entries:
             for entry in entries:
-                if entry.name.endswith(".json") and entry.stat().st_mtime < cutoff:
+                if entry.name.endswith(SUFFIX) and entry.stat().st_mtime < cutoff:
                     os.unlink(entry.path)
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self._data(entry.name[:-5]))
                     pruned += 1
         self._counts[State.DONE] -= min(pruned, self._counts[State.DONE])
         return pruned
@@ -569,7 +709,9 @@ class Spool:
         return await self._to_the_end(self._accept(queued, content))
 
     async def _accept(self, queued: Envelope, content: bytes | Sequence[Buffer]) -> Envelope:
-        await self._group_commit(self._accept_job(queued, content))
+        pieces = [content] if isinstance(content, bytes | memoryview) else list(content)
+        head = _head(queued, sum(len(piece) for piece in pieces))
+        await asyncio.to_thread(self._write_queued, queued.id, [head, *pieces])
         self._schedule.add(queued)
         self._counts[State.QUEUED] += 1
         return _copy(queued)
@@ -596,38 +738,32 @@ class Spool:
         elif late is not None:
             late(task.result())
 
-    def _accept_job(self, envelope: Envelope, content: bytes | Sequence[Buffer]) -> _Job:
-        """Content and envelope written and fsync'd; the ``data`` folder fsync'd (the content's name is
-        durable) before the envelope is renamed into ``queued``; ``queued`` fsync'd before the 250."""
-        data = self._data(envelope.id)
-        queued = self._json(State.QUEUED, envelope.id)
-        tmp = queued.with_name(queued.name + ".tmp")
-        encoded = _encode(envelope)
-        written: list[Path] = []  # what to remove if this fails: never another message's files
+    def _write_queued(self, envelope_id: str, pieces: list[Buffer]) -> None:
+        """Write a new message file straight into ``queued``, fsync it, then fsync ``queued`` (a worker's
+        part of ``accept``). On an error nothing is left behind; a crash leaves a file cut short."""
+        path = self._path(State.QUEUED, envelope_id)
 
-        def prepare() -> None:
-            _write_file(data, content, exclusive=True)
-            written.append(data)
-            _write_file(tmp, encoded)
-            written.append(tmp)
-
-        def commit() -> None:
-            os.rename(tmp, queued)
-            written[-1] = queued
-
-        def undo() -> None:
-            for path in written:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-
-        def explain(exc: OSError) -> Exception:
-            if isinstance(exc, FileExistsError) and not written:
-                return SpoolError(f"A message with the id {envelope.id} is already in the spool.")
+        def failed(exc: OSError) -> SpoolError:
+            if isinstance(exc, FileExistsError):
+                return SpoolError(f"A message with the id {envelope_id} is already in the spool.")
             return SpoolError(
                 f"The message could not be saved in the spool folder {self.root}: {_reason(exc)}."
             )
 
-        return _Job(prepare, commit, undo, explain, before=("data",), after=(State.QUEUED,))
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise failed(exc) from None
+        try:
+            try:
+                _write_pieces(fd, pieces)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._sync_dir(State.QUEUED)
+        except OSError as exc:
+            _unlink(path)
+            raise failed(exc) from None
 
     async def _group_commit(self, job: _Job) -> None:
         """Run ``job``: its files at once in a worker of its own, then its renames with the others ready.
@@ -638,7 +774,7 @@ class Spool:
         at that moment in one worker: when the spool is idle that is one message, so nothing waits
         for a group, and under load two folder fsyncs serve many messages.
         """
-        if job.prepare is not _nothing:
+        if job.apart and job.prepare is not _nothing:
             await asyncio.to_thread(_prepare, job)
             job.prepare = _nothing
             if job.error is not None:
@@ -674,7 +810,6 @@ class Spool:
     def _commit_group(self, jobs: list[_Job]) -> None:
         for job in jobs:
             _prepare(job)  # those prepared already have ``_nothing`` left to do
-        self._sync_for(jobs, "before")
         for job in jobs:
             if job.error is None:
                 try:
@@ -682,10 +817,6 @@ class Spool:
                 except OSError as exc:
                     job.fail(exc)
         self._sync_for(jobs, "after")
-        for job in jobs:
-            if job.error is None and job.cleanup is not None:
-                with contextlib.suppress(OSError):
-                    job.cleanup()
 
     def _sync_for(self, jobs: list[_Job], phase: str) -> None:
         """fsync each folder the jobs still going name in ``phase``, once; its failure fails them."""
@@ -732,7 +863,7 @@ class Spool:
         """Claimed by a caller that was cancelled meanwhile: nobody will send these, so queue them again."""
         for envelope in claimed:
             try:  # on the loop, but only after a cancellation, and renames without fsync are quick
-                os.rename(self._json(State.SENDING, envelope.id), self._json(State.QUEUED, envelope.id))
+                os.rename(self._path(State.SENDING, envelope.id), self._path(State.QUEUED, envelope.id))
             except OSError as exc:
                 log.error("spool: message %s stays in sending until the next start: %s", envelope.id, exc)
                 continue
@@ -747,7 +878,7 @@ class Spool:
         failed: dict[str, OSError] = {}
         for envelope_id in envelope_ids:
             try:
-                os.rename(self._json(State.QUEUED, envelope_id), self._json(State.SENDING, envelope_id))
+                os.rename(self._path(State.QUEUED, envelope_id), self._path(State.SENDING, envelope_id))
             except OSError as exc:
                 failed[envelope_id] = exc
         return failed
@@ -756,13 +887,43 @@ class Spool:
         """When the earliest QUEUED message is due (None when nothing is queued)."""
         return self._schedule.next_due()
 
+    def _open_content(self, envelope_id: str) -> tuple[int, _Record, Path]:
+        """An open descriptor of the message's file (the caller closes it), its first line, its path.
+
+        Looked for where the message most likely is (being sent, then queued, then dead): a message
+        may move between two folders while we look, so twice.
+        """
+        self._check_id(envelope_id)
+        first = State.SENDING if envelope_id in self._sending else State.QUEUED
+        for _ in range(2):
+            for state in (first, *(s for s in _PRECEDENCE if s is not first)):
+                path = self._path(state, envelope_id)
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    continue
+                try:
+                    record = _read_record(fd, path, state)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                if record.length is None:
+                    os.close(fd)
+                    raise self._no_content(envelope_id, state)
+                return fd, record, path
+        raise MessageNotFound(f"There is no message {envelope_id} in the spool {self.root}.")
+
+    def _content_error(self, envelope_id: str, exc: OSError) -> SpoolError:
+        return SpoolError(f"The content of message {envelope_id} cannot be read: {_reason(exc)}.")
+
     async def content_chunks(self, envelope_id: str) -> ContentChunks:
         """The message as received, read a chunk at a time (for large messages; see ``ContentChunks``)."""
-        path = self.content_path(envelope_id)
         try:
-            return await asyncio.to_thread(ContentChunks.scan, path)
+            fd, record, path = self._open_content(envelope_id)
+            os.close(fd)
+            return await asyncio.to_thread(ContentChunks.scan, path, record.offset, record.length)
         except OSError as exc:
-            raise self._no_content(envelope_id, exc) from None
+            raise self._content_error(envelope_id, exc) from None
 
     async def content(self, envelope_id: str) -> bytes:
         """The message as received.
@@ -770,26 +931,24 @@ class Spool:
         A small message (most are 10-100 KB, and were just written, so in the page cache) is read on
         the loop: a worker thread's hop costs more than the read. A large one is read in a worker.
         """
-        path = self.content_path(envelope_id)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                size = os.fstat(fd).st_size
-                if size <= INLINE_READ:
-                    return os.read(fd, size + 1)
-            finally:
-                os.close(fd)
-            return await asyncio.to_thread(path.read_bytes)
+            fd, record, _ = self._open_content(envelope_id)
         except OSError as exc:
-            raise self._no_content(envelope_id, exc) from None
+            raise self._content_error(envelope_id, exc) from None
+        try:
+            length = record.length or 0
+            if length <= INLINE_READ:
+                return os.pread(fd, length, record.offset)
+            return await asyncio.to_thread(_read_range, fd, record.offset, length)
+        except OSError as exc:
+            raise self._content_error(envelope_id, exc) from None
+        finally:
+            os.close(fd)
 
-    def _no_content(self, envelope_id: str, exc: OSError) -> SpoolError:
-        state = self._state_of(envelope_id)
-        if state is None:
-            return MessageNotFound(f"There is no message {envelope_id} in the spool {self.root}.")
+    def _no_content(self, envelope_id: str, state: State) -> SpoolError:
         if state is State.DONE:
             return SpoolError(f"Message {envelope_id} was delivered, and its content is no longer kept.")
-        return SpoolError(f"The content of message {envelope_id} cannot be read: {_reason(exc)}.")
+        return SpoolError(f"The content of message {envelope_id} is missing from the spool.")
 
     async def finish(self, envelope: Envelope, state: State) -> None:
         """Save a sent message's envelope (with its new attempt) and move it to QUEUED, DONE or DEAD."""
@@ -822,14 +981,13 @@ class Spool:
             self._schedule.add(saved)
 
     def _finish_job(self, envelope: Envelope) -> _Job:
-        """SENDING to QUEUED or DEAD: as ``_move``, durable. SENDING to DONE: the envelope (with its
-        last attempt) written into ``done`` without an fsync of its own, the SENDING one removed, and
-        ``done`` fsync'd once for the group; the content goes after that. A power cut can at worst
-        bring a delivered message back as queued (sent twice, never lost) or leave its DONE envelope
+        """SENDING to QUEUED or DEAD: as ``_move``, durable. SENDING to DONE: the envelope alone (with
+        its last attempt) written into ``done`` without an fsync of its own, the SENDING file (with the
+        content) removed, and ``done`` fsync'd once for the group. A power cut can at worst bring a
+        delivered message back as queued (sent twice, never lost) or leave its DONE envelope
         unreadable, which only the history view would notice."""
-        sending = self._json(State.SENDING, envelope.id)
-        target = self._json(envelope.state, envelope.id)
-        encoded = _encode(envelope)
+        sending = self._path(State.SENDING, envelope.id)
+        target = self._path(envelope.state, envelope.id)
 
         def explain(exc: OSError) -> Exception:
             return SpoolError(
@@ -838,60 +996,56 @@ class Spool:
 
         if envelope.state is State.DONE:
             tmp = target.with_name(target.name + ".tmp")
+            head = _head(envelope, None)
 
             def prepare() -> None:
                 with _open_new(tmp) as fd:
-                    _write_all(fd, encoded)
+                    _write_all(fd, head)
 
             def commit() -> None:
                 os.replace(tmp, target)
                 os.unlink(sending)
 
-            def cleanup() -> None:
-                os.unlink(self._data(envelope.id))  # a crash before this: recover() removes it
-
-            return _Job(prepare, commit, lambda: _unlink(tmp), explain, after=(State.DONE,), cleanup=cleanup)
+            return _Job(prepare, commit, lambda: _unlink(tmp), explain, after=(State.DONE,), apart=False)
 
         tmp = sending.with_name(sending.name + ".tmp")
-
-        def prepare_move() -> None:
-            _write_file(tmp, encoded)
 
         def commit_move() -> None:
             os.replace(tmp, sending)
             os.rename(sending, target)
 
         return _Job(
-            prepare_move, commit_move, lambda: _unlink(tmp), explain, after=(State.SENDING, envelope.state)
+            lambda: _rewrite(sending, tmp, envelope),
+            commit_move,
+            lambda: _unlink(tmp),
+            explain,
+            after=(State.SENDING, envelope.state),
         )
 
     def _move(self, envelope: Envelope, source: State, target: State) -> None:
-        """Rewrite the envelope in place (tmp + fsync + rename), then rename it into ``target``."""
-        path = self._json(source, envelope.id)
+        """Rewrite the message file with this envelope (tmp + fsync + rename), then rename it into
+        ``target``."""
+        path = self._path(source, envelope.id)
         tmp = path.with_name(path.name + ".tmp")
         try:
-            _write_file(tmp, _encode(envelope))
+            _rewrite(path, tmp, envelope)
             os.replace(tmp, path)
             if target is not source:
-                os.rename(path, self._json(target, envelope.id))
+                os.rename(path, self._path(target, envelope.id))
                 self._sync_dir(source)
             self._sync_dir(target)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            _unlink(tmp)
             raise SpoolError(
                 f"Message {envelope.id} could not be saved in the spool folder {self.root}: {_reason(exc)}."
             ) from None
-        if target is State.DONE:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._data(envelope.id))  # a crash before this: recover() removes it
 
     # -- the queue view ---------------------------------------------------------------------------------
 
     def _state_of(self, envelope_id: str) -> State | None:
         for _ in range(2):  # a message may move between two folders while we look
             for state in _PRECEDENCE:
-                if self._json(state, envelope_id).exists():
+                if self._path(state, envelope_id).exists():
                     return state
         return None
 
@@ -901,7 +1055,7 @@ class Spool:
         for _ in range(2):
             for state in _PRECEDENCE:
                 with contextlib.suppress(FileNotFoundError):
-                    return _load(self._json(state, envelope_id), state)
+                    return _load(self._path(state, envelope_id), state)
         raise MessageNotFound(f"There is no message {envelope_id} in the spool {self.root}.")
 
     def list(self, states: Iterable[State] | None = None) -> list[Envelope]:
@@ -916,7 +1070,7 @@ class Spool:
                 raise self._unusable(exc) from None
             for envelope_id in ids:
                 with contextlib.suppress(FileNotFoundError, SpoolError):
-                    found[envelope_id] = _load(self._json(state, envelope_id), state)
+                    found[envelope_id] = _load(self._path(state, envelope_id), state)
         return sorted(found.values(), key=lambda e: (e.received_at, e.id))
 
     def counts(self) -> dict[State, int]:
@@ -943,9 +1097,13 @@ class Spool:
                 raise MessageNotFound(f"There is no message {envelope_id} in the spool {self.root}.")
             if state is not State.DEAD:
                 raise SpoolError(f"Message {envelope_id} is {state} and cannot be retried.")
-            source, queued = state, _load(self._json(state, envelope_id), State.QUEUED)
+            source, queued = state, _load(self._path(state, envelope_id), State.QUEUED)
         try:
-            if not self.content_path(envelope_id).exists():
+            try:
+                has_content = _read(self._path(source, envelope_id), source).length is not None
+            except OSError as exc:
+                raise SpoolError(f"Message {envelope_id} cannot be retried: {_reason(exc)}.") from None
+            if not has_content:
                 raise SpoolError(f"Message {envelope_id} cannot be retried: its content is missing.")
             queued.next_attempt_at = time.time()
             self._move(queued, source, State.QUEUED)
@@ -969,10 +1127,8 @@ class Spool:
             doing = "received" if state is State.INCOMING else "sent"
             raise SpoolError(f"Message {envelope_id} is being {doing} right now.")
         try:
-            os.unlink(self._json(state, envelope_id))  # first: content left alone is an orphan, removed later
+            os.unlink(self._path(state, envelope_id))
             self._sync_dir(state)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.content_path(envelope_id))
         except OSError as exc:
             raise SpoolError(f"Message {envelope_id} could not be deleted: {_reason(exc)}.") from None
         self._schedule.discard(envelope_id)
@@ -980,19 +1136,22 @@ class Spool:
 
     def export_eml(self, envelope_id: str, dest: Path) -> Path:
         """Copy the message as received to ``dest`` (a file, or a folder to put ``<id>.eml`` in)."""
-        source = self.content_path(envelope_id)
         dest = Path(dest)
         if dest.is_dir():
             dest = dest / f"{envelope_id}.eml"
         try:
-            reader = source.open("rb")
+            source, record, _ = self._open_content(envelope_id)
         except OSError as exc:
-            raise self._no_content(envelope_id, exc) from None
+            raise self._content_error(envelope_id, exc) from None
         try:
-            with reader, os.fdopen(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
-                shutil.copyfileobj(reader, out, 1024 * 1024)
+            with os.fdopen(
+                os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "wb"
+            ) as out:
+                _copy_range(source, out.fileno(), record.offset, record.length or 0)
         except OSError as exc:
             raise SpoolError(
                 f"Message {envelope_id} could not be exported to {dest}: {_reason(exc)}."
             ) from None
+        finally:
+            os.close(source)
         return dest
