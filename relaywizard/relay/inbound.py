@@ -68,6 +68,10 @@ assert _BARE is not None
 BARE_LINE_END: Reply = _BARE
 _SAFE_HELO = re.compile(r"[^A-Za-z0-9.:_\[\]-]")
 _UNRECOGNISED = re.compile(r'command ".*" not recognized')
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_PLAIN_PATH = re.compile(rf"[ \t]*<({_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*)>[ \t]*")
+"""``<local@domain>`` with a dot-atom local part and a host name: what nearly every device sends."""
 
 
 class AcceptingSpool(Protocol):
@@ -270,6 +274,20 @@ class RelaySMTP(SMTP):
                 "send from an allowed device without AUTH"
             ),
         }
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's address parsing, with a fast path for the plain ``<local@domain>`` of nearly every
+        message: the email package's parser took a fifth of a millisecond an address, two a message."""
+        plain = _PLAIN_PATH.match(arg)
+        if plain is None or arg.startswith("(", plain.end()):  # a comment after it: let the parser judge
+            try:
+                return super()._getaddr(arg)
+            except Exception:  # the email package's parser fails on some garbage ("MAIL FROM:<")
+                return None, None  # "553 5.1.3 malformed address", not an internal error
+        address = plain.group(1)
+        if self.local_part_limit and address.rindex("@") > self.local_part_limit:
+            return None, None
+        return address, arg[plain.end() :]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._admitted is None:  # the first call; a second one comes after STARTTLS

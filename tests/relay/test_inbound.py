@@ -24,6 +24,7 @@ import pytest
 import trustme
 
 from relaywizard.core.errors import ConfigError
+from relaywizard.relay import inbound as inbound_module
 from relaywizard.relay.inbound import read_data, start_inbound
 from relaywizard.relay.model import Envelope, State
 from relaywizard.relay.policy import InboundPolicy
@@ -836,3 +837,58 @@ async def test_a_too_long_command_line_is_refused_and_the_session_goes_on(
     assert await client.cmd("NOOP") == "250 OK"
     await client.close()
     assert relay.queued == []
+
+
+def test_the_fast_address_path_agrees_with_aiosmtpds_parser() -> None:
+    import random
+
+    from aiosmtpd.smtp import SMTP
+
+    from relaywizard.relay.inbound import RelaySMTP
+
+    reference, fast = SMTP.__new__(SMTP), RelaySMTP.__new__(RelaySMTP)
+    plain = ["<a@b.c>", "<a@b.c> SIZE=100", " <a.b+c@d-e.f>\tBODY=8BITMIME", "<A@B.C>  ", "<x@y.z>tail"]
+    odd = ["<a..b@c>", "<a@b.c>(comment) X", "<>", "<a@[1.2.3.4]>", '<"q u"@b.c>', "<@h:a@b.c>", "<a@-b.c>"]
+    odd += ["<a.@b.c>", "<a@b..c>", "<ünï@b.c>", "a@b.c", "<a@b.c", "<a@b.c>>", "<a%b@c.d>", "<a@b@c.d>"]
+    rng = random.Random(4)
+    fuzz = [
+        "".join(rng.choice('ab.@<>-_ \t()"+[]:,;%') for _ in range(rng.randint(1, 14))) for _ in range(4000)
+    ]
+
+    def part(characters: str, most: int) -> str:
+        return "".join(rng.choice(characters) for _ in range(rng.randint(0, most)))
+
+    # Near-plain paths, so both sides of the fast path's edge are tried.
+    fuzz += [
+        f"{part(' ', 1)}<{part('ab.-+_', 5)}{part('@', 2)}{part('ab.-', 5)}>{part(' (S=1', 4)}"
+        for _ in range(4000)
+    ]
+
+    def outcome(parse: Callable[[str], object], arg: str) -> object:
+        try:
+            return parse(arg)
+        except Exception:  # the email package's parser fails on some garbage: the relay says "malformed"
+            return None, None
+
+    for limit in (0, 3):
+        reference.local_part_limit = fast.local_part_limit = limit
+        for arg in plain + odd + fuzz:
+            assert outcome(fast._getaddr, arg) == outcome(reference._getaddr, arg), arg
+    used = [arg for arg in plain + fuzz if inbound_module._PLAIN_PATH.match(arg)]
+    assert set(plain) <= set(used)
+    assert len(used) > 100  # the fast path was really taken
+
+
+@pytest.mark.parametrize("command", ["MAIL FROM:<", "MAIL FROM:\t<", 'MAIL FROM:-\t"_]"@'])
+async def test_a_path_the_address_parser_chokes_on_is_a_malformed_address(
+    relay_factory: Starter, command: str
+) -> None:
+    relay = await relay_factory()
+    client = await RawClient.connect(relay.port)
+    assert (await client.reply()).startswith("220 ")
+    assert (await client.cmd("EHLO scanner")).startswith("250")
+    assert (await client.cmd(command)).startswith("553 5.1.3")  # was a 451 "internal error"
+    assert (await client.cmd("MAIL FROM:<scanner@lab.test>")).startswith("250 ")
+    assert (await client.cmd("RCPT TO:<")).startswith("553 5.1.3")
+    assert (await client.cmd("RCPT TO:<alice@lab.test>")).startswith("250 ")
+    await client.close()
