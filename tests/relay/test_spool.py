@@ -330,6 +330,26 @@ async def test_concurrent_claimers_never_get_the_same_message(spool: Spool) -> N
     assert spool.next_due() is None
 
 
+async def test_a_few_messages_are_claimed_on_the_loop_and_many_in_a_worker(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await accepted(spool, 8)
+    threads: list[str] = []
+    real = os.rename
+
+    def rename(*args: Any) -> None:
+        threads.append(threading.current_thread().name)
+        real(*args)
+
+    monkeypatch.setattr(os, "rename", rename)
+    assert len(await spool.claim(2, time.time())) == 2
+    assert threads == ["MainThread", "MainThread"]
+    threads.clear()
+    assert len(await spool.claim(6, time.time())) == 6
+    assert len(threads) == 6
+    assert "MainThread" not in threads
+
+
 async def test_claim_takes_due_messages_oldest_first(spool: Spool) -> None:
     now = 1_000_000.0
     late = await spool.accept(envelope(received_at=now - 50, next_attempt_at=now + 60), body("late"))
@@ -474,14 +494,14 @@ async def test_a_cancelled_accept_still_queues_what_it_wrote(
 async def test_messages_claimed_for_a_cancelled_caller_go_back_to_the_queue(
     spool: Spool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    messages = await accepted(spool, 3)
+    messages = await accepted(spool, 8)
     gate = hold(monkeypatch, "rename")
-    await cancel_while_held(gate, spool.claim(2, time.time()))
-    await eventually(lambda: gate.calls == 4)  # two to claim, two to put back
+    await cancel_while_held(gate, spool.claim(6, time.time()))  # more than INLINE_CLAIM: in a worker
+    await eventually(lambda: gate.calls == 12)  # six to claim, six to put back
     monkeypatch.undo()
     assert files(spool.root)["sending"] == []
-    assert spool.counts()[State.QUEUED] == 3
-    assert [e.id for e in await spool.claim(5, time.time())] == [e.id for e in messages]
+    assert spool.counts()[State.QUEUED] == 8
+    assert [e.id for e in await spool.claim(10, time.time())] == [e.id for e in messages]
 
 
 async def test_a_cancelled_finish_still_completes(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
