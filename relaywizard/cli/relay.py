@@ -184,10 +184,9 @@ def credentials_for(config: RelayConfig, *, secret_expires: date | None = None) 
 
         return relay_credentials(config, secret_expires=secret_expires)
     from relaywizard.core.secrets import SecretStore
-    from relaywizard.relay.credentials import PasswordCredentials
+    from relaywizard.relay.credentials import password_from_keyring
 
-    assert config.profile is not None
-    return PasswordCredentials(config.upstream.user, SecretStore().get(config.profile))
+    return password_from_keyring(config, SecretStore())
 
 
 def device_passwords(config: RelayConfig) -> dict[str, str]:

@@ -13,7 +13,13 @@ cached token there, so the next session asks for a fresh one.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from relaywizard.core.errors import ConfigError, SecretNotFound
+
+if TYPE_CHECKING:
+    from relaywizard.core.secrets import SecretStore
+    from relaywizard.relay.config import RelayConfig
 
 PASSWORD_MECHANISMS = ("PLAIN", "LOGIN")
 TOKEN_MECHANISMS = ("XOAUTH2",)
@@ -102,3 +108,25 @@ class TokenCredentials:
 
     def __repr__(self) -> str:
         return f"TokenCredentials(user={self._user!r})"
+
+
+def password_from_keyring(
+    config: RelayConfig, store: SecretStore, *, missing_hint: str | None = None
+) -> PasswordCredentials | None:
+    """The upstream's password login from the keyring profile, or None when the upstream takes no AUTH.
+
+    Blocking (the keyring may wait for D-Bus or an unlock prompt): the GUI runs it in a worker thread.
+    ``missing_hint`` replaces the hint of "no secret stored" with where this caller's user saves it.
+    """
+    if config.auth == "none" or config.upstream.user is None:
+        return None
+    if config.auth != "password":
+        raise ConfigError(f"The relay signs in with {config.auth}, which needs a token, not a password.")
+    assert config.profile is not None
+    try:
+        secret = store.get(config.profile)
+    except SecretNotFound as exc:
+        if missing_hint is None:
+            raise
+        raise SecretNotFound(exc.message, hint=missing_hint) from None
+    return PasswordCredentials(config.upstream.user, secret)

@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from relaywizard.core import handover, m365, netinfo, settings, trace, validate
-from relaywizard.core.errors import ConfigError, RelayWizardError, SecretNotFound
+from relaywizard.core.errors import ConfigError, RelayWizardError
 from relaywizard.core.netinfo import ListenChoice, LocalAddress
 from relaywizard.core.plan import SetupPlan
 from relaywizard.gui.sender_table import SenderTable
@@ -41,7 +41,6 @@ from relaywizard.gui.widgets import BackgroundTasks, StatusLine, ValidatedLineEd
 from relaywizard.gui.wizard import PlanPage
 
 if TYPE_CHECKING:
-    from relaywizard.core.secrets import SecretStore
     from relaywizard.relay.config import RelayConfig
     from relaywizard.relay.credentials import Credentials
     from relaywizard.relay.engine import Relay
@@ -144,25 +143,10 @@ async def upstream_credentials(
         source = await token_source(plan, services)
         await source.token()
         return SourceCredentials(source, secret_expires=config.app_valid_until)
-    return await asyncio.to_thread(read_credentials, config, services.secret_store())
+    from relaywizard.relay.credentials import password_from_keyring
 
-
-def read_credentials(config: RelayConfig, store: SecretStore) -> Credentials | None:
-    """The upstream login from the keyring (blocking: run it in a worker thread), or None without AUTH."""
-    if config.auth == "none" or config.upstream.user is None:
-        return None
-    if config.auth != "password":
-        raise ConfigError(f"The relay signs in with {config.auth}, which needs a token, not a password.")
-    from relaywizard.relay.credentials import PasswordCredentials
-
-    assert config.profile is not None
-    try:
-        secret = store.get(config.profile)
-    except SecretNotFound as exc:
-        raise SecretNotFound(
-            exc.message, hint="Go back to the Credentials step and save the mailbox's password."
-        ) from None
-    return PasswordCredentials(config.upstream.user, secret)
+    hint = "Go back to the Credentials step and save the mailbox's password."
+    return await asyncio.to_thread(password_from_keyring, config, services.secret_store(), missing_hint=hint)
 
 
 async def send_test_message(host: str, port: int, sender: str, recipient: str) -> tuple[str, str]:
