@@ -432,7 +432,8 @@ class ControlServer:
         if not stat.S_ISSOCK(os.lstat(self.path).st_mode):
             raise ControlUnavailable(f"{self.path} is in the way of the relay's control socket.")
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_unix_connection(os.fspath(self.path)), 2)
+            async with asyncio.timeout(2):
+                _, writer = await asyncio.open_unix_connection(os.fspath(self.path))
         except (OSError, TimeoutError):
             self.path.unlink(missing_ok=True)
             return
@@ -485,7 +486,8 @@ class ControlServer:
             self._clients.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1)
+                async with asyncio.timeout(1):
+                    await writer.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -500,7 +502,8 @@ class ControlServer:
             return
         while True:
             try:
-                line = await asyncio.wait_for(reader.readline(), self.idle_timeout)
+                async with asyncio.timeout(self.idle_timeout):
+                    line = await reader.readline()
             except TimeoutError:
                 await _send(writer, _error("Nothing was asked in time, so the connection is closed."))
                 return
@@ -592,7 +595,8 @@ async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, se
         if writer.can_write_eof():
             writer.write_eof()
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(_until_eof(reader), seconds)
+        async with asyncio.timeout(seconds):
+            await _until_eof(reader)
 
 
 async def _until_eof(reader: asyncio.StreamReader) -> None:
@@ -619,7 +623,8 @@ def _parse(line: bytes) -> dict[str, Any]:
 
 async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
     writer.write(json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
-    await asyncio.wait_for(writer.drain(), 10)  # a client that never reads is dropped, not waited on
+    async with asyncio.timeout(10):  # a client that never reads is dropped, not waited on
+        await writer.drain()
 
 
 async def start_control(relay: Relay, status: RelayStatus, path: Path | None = None) -> ControlServer:

@@ -49,9 +49,8 @@ class ControlClient:
                 raise ValueError("give the spool or the socket path")
             path = find_socket(spool)
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(os.fspath(path), limit=16 * MAX_LINE), wait
-            )
+            async with asyncio.timeout(wait):
+                reader, writer = await asyncio.open_unix_connection(os.fspath(path), limit=16 * MAX_LINE)
         except (FileNotFoundError, ConnectionRefusedError):
             raise RelayNotRunning(f"No relay is running for the spool {spool or path}.") from None
         except PermissionError:
@@ -81,11 +80,13 @@ class ControlClient:
 
     async def _send(self, message: dict[str, Any]) -> None:
         self._writer.write(json.dumps(message).encode() + b"\n")
-        await asyncio.wait_for(self._writer.drain(), self.timeout)
+        async with asyncio.timeout(self.timeout):
+            await self._writer.drain()
 
     async def _receive(self, wait: float | None) -> dict[str, Any] | None:
         try:
-            line = await asyncio.wait_for(self._reader.readline(), wait)
+            async with asyncio.timeout(wait):
+                line = await self._reader.readline()
         except (ConnectionError, ValueError) as exc:
             raise ControlUnavailable(f"The relay's control channel broke off: {exc}.") from None
         except TimeoutError:

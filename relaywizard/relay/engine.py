@@ -115,7 +115,8 @@ class Relay:
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), SESSION_GRACE)
+                async with asyncio.timeout(SESSION_GRACE):
+                    await self._server.wait_closed()
             self._server = None
         await self._stop_forwarder()
         self.spool.close()
