@@ -278,10 +278,11 @@ def _read_record(fd: int, path: Path, state: State) -> _Record:
     try:
         record = json.loads(first[:end])
         length = record["content"]
-        if record.get("v") != 1 or not (length is None or (isinstance(length, int) and length >= 0)):
+        valid_length = length is None or (type(length) is int and length >= 0)  # not True, not 1.0
+        if record.get("v") != 1 or not valid_length:
             raise ValueError("not a message file")
         envelope = Envelope.from_json(record["envelope"])
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise SpoolError(f"The spool file {path} is damaged and cannot be read.") from exc
     envelope.state = state
     expected = end + 1 + (length or 0)
@@ -481,6 +482,7 @@ class Spool:
         self._lock_fd: int | None = None
         self._schedule = _Schedule()
         self._sending: dict[str, Envelope] = {}
+        self._accepting: set[str] = set()  # being written by accept(): not to be retried or deleted yet
         self._finishing: set[str] = set()
         self._background: set[asyncio.Future[Any]] = set()
         self._counts: dict[State, int] = dict.fromkeys(State, 0)
@@ -634,48 +636,54 @@ class Spool:
         """Turn an older relay's spool (``<state>/<id>.json`` + ``data/<id>.eml``) into message files.
 
         Returns how many messages were converted, and how many of them had lost their content (those
-        become DEAD, with the reason). Content no envelope needs is removed, and ``data`` with it.
+        become DEAD, with the reason). Safe to stop at any point and run again: an envelope is removed
+        only once its message file exists, and content only at the end, when no envelope needs it;
+        content of a damaged envelope (``.json.corrupt``) stays in ``data`` for a person.
         """
         data = self.root / "data"
         converted = missing = 0
-        kept: set[str] = set()
-        for state in State:
-            folder = self.root / state.value
-            for name in sorted(os.listdir(folder)):
-                if not name.endswith(".json"):
-                    continue
-                old, envelope_id, target = folder / name, name[:-5], state
-                content = data / f"{envelope_id}.eml"
-                try:
-                    envelope = Envelope.from_json(json.loads(old.read_bytes()))
-                except (ValueError, TypeError, KeyError):
-                    log.warning("spool: %s is damaged; renamed to .corrupt", old)
-                    os.rename(old, old.with_name(name + ".corrupt"))
-                    kept.add(envelope_id)
-                    self._tidied["damaged"] += 1
-                    continue
-                if state is not State.INCOMING:
-                    if state is State.DONE:
-                        length: int | None = None
-                    elif content.exists():
-                        length = content.stat().st_size
-                    else:
-                        length, target = None, State.DEAD
-                        envelope.attempts.append(_content_lost(time.time()))
-                        missing += 1
-                    envelope.state = target
-                    tmp = self._path(target, envelope_id).with_name(f"{envelope_id}{SUFFIX}.tmp")
-                    with _open_new(tmp) as fd:
-                        _write_all(fd, _head(envelope, length))
-                        if length is not None:
-                            with open(content, "rb") as source:
-                                _copy_range(source.fileno(), fd, 0, length)
-                        os.fsync(fd)
-                    os.replace(tmp, self._path(target, envelope_id))
-                    self._sync_dir(target)
-                    converted += 1
-                os.unlink(old)
-                _unlink(content)
+        kept = set().union(*(self._ids(state, ".json.corrupt") for state in State))
+        chosen: dict[str, State] = {}  # one envelope per message: the copy that got furthest
+        for state in _PRECEDENCE:
+            for envelope_id in sorted(self._ids(state, ".json")):
+                if envelope_id in chosen:
+                    os.unlink(self.root / state.value / f"{envelope_id}.json")
+                else:
+                    chosen[envelope_id] = state
+        for envelope_id, state in chosen.items():
+            old = self.root / state.value / f"{envelope_id}.json"
+            if state is State.INCOMING or self._state_of(envelope_id) is not None:
+                os.unlink(old)  # never answered, or converted already by a run that stopped half-way
+                continue
+            try:
+                envelope = Envelope.from_json(json.loads(old.read_bytes()))
+            except (ValueError, TypeError, KeyError, RecursionError):
+                log.warning("spool: %s is damaged; renamed to .corrupt", old)
+                os.rename(old, old.with_name(old.name + ".corrupt"))
+                kept.add(envelope_id)
+                self._tidied["damaged"] += 1
+                continue
+            content, target = data / f"{envelope_id}.eml", state
+            length: int | None = None
+            if state is not State.DONE:
+                if content.exists():
+                    length = content.stat().st_size
+                else:
+                    target = State.DEAD
+                    envelope.attempts.append(_content_lost(time.time()))
+                    missing += 1
+            envelope.state = target
+            tmp = self._path(target, envelope_id).with_name(f"{envelope_id}{SUFFIX}.tmp")
+            with _open_new(tmp) as fd:
+                _write_all(fd, _head(envelope, length))
+                if length is not None:
+                    with open(content, "rb") as source:
+                        _copy_range(source.fileno(), fd, 0, length)
+                os.fsync(fd)
+            os.replace(tmp, self._path(target, envelope_id))
+            self._sync_dir(target)
+            os.unlink(old)
+            converted += 1
         for name in os.listdir(data):
             if name.removesuffix(".eml") not in kept:
                 os.unlink(data / name)
@@ -713,7 +721,13 @@ class Spool:
     async def _accept(self, queued: Envelope, content: bytes | Sequence[Buffer]) -> Envelope:
         pieces = [content] if isinstance(content, bytes | memoryview) else list(content)
         head = _head(queued, sum(len(piece) for piece in pieces))
-        await asyncio.to_thread(self._write_queued, queued.id, [head, *pieces])
+        if len(head) >= _MAX_HEAD:
+            raise SpoolError("The message's envelope is too large to be saved (too many recipients).")
+        self._accepting.add(queued.id)
+        try:
+            await asyncio.to_thread(self._write_queued, queued.id, [head, *pieces])
+        finally:
+            self._accepting.discard(queued.id)
         self._schedule.add(queued)
         self._counts[State.QUEUED] += 1
         return _copy(queued)
@@ -1028,26 +1042,8 @@ class Spool:
             commit_move,
             lambda: _unlink(tmp),
             explain,
-            after=(State.SENDING, envelope.state),
+            after=(envelope.state, State.SENDING),  # the new name first: never in neither folder
         )
-
-    def _move(self, envelope: Envelope, source: State, target: State) -> None:
-        """Rewrite the message file with this envelope (tmp + fsync + rename), then rename it into
-        ``target``."""
-        path = self._path(source, envelope.id)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            _rewrite(path, tmp, envelope)
-            os.replace(tmp, path)
-            if target is not source:
-                os.rename(path, self._path(target, envelope.id))
-                self._sync_dir(source)
-            self._sync_dir(target)
-        except OSError as exc:
-            _unlink(tmp)
-            raise SpoolError(
-                f"Message {envelope.id} could not be saved in the spool folder {self.root}: {_reason(exc)}."
-            ) from None
 
     # -- the queue view ---------------------------------------------------------------------------------
 
@@ -1063,8 +1059,14 @@ class Spool:
         self._check_id(envelope_id)
         for _ in range(2):
             for state in _PRECEDENCE:
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     return _load(self._path(state, envelope_id), state)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise SpoolError(
+                        f"Message {envelope_id} cannot be read from the spool {self.root}: {_reason(exc)}."
+                    ) from None
         raise MessageNotFound(f"There is no message {envelope_id} in the spool {self.root}.")
 
     def list(self, states: Iterable[State] | None = None) -> list[Envelope]:
@@ -1078,8 +1080,12 @@ class Spool:
             except OSError as exc:
                 raise self._unusable(exc) from None
             for envelope_id in ids:
-                with contextlib.suppress(FileNotFoundError, SpoolError):
+                try:
                     found[envelope_id] = _load(self._path(state, envelope_id), state)
+                except (FileNotFoundError, IsADirectoryError, SpoolError):
+                    continue  # gone meanwhile, not a message, or damaged: the rest is still shown
+                except OSError as exc:
+                    raise self._unusable(exc) from None
         return sorted(found.values(), key=lambda e: (e.received_at, e.id))
 
     def counts(self) -> dict[State, int]:
@@ -1088,16 +1094,25 @@ class Spool:
             return dict(self._counts)
         counts = dict.fromkeys(State, 0)
         for state in State:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 counts[state] = len(self._ids(state))
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise self._unusable(exc) from None
         return counts
 
     def retry(self, envelope_id: str) -> Envelope:
-        """Make a DEAD or QUEUED message due now; returns its envelope."""
+        """Make a DEAD or QUEUED message due now; returns its envelope.
+
+        A DEAD message's file is renamed into ``queued`` as it is, attempts and all: no copy of its
+        content on the loop. The new due time is kept in memory only: after a restart a retried dead
+        message is due at once anyway (its last due time has passed), and a queued one waits for its
+        backoff again.
+        """
         self._require_open()
         self._check_id(envelope_id)
-        if envelope_id in self._sending:
-            raise SpoolError(f"Message {envelope_id} is being sent right now.")
+        self._refuse_busy(envelope_id)
         source = State.QUEUED
         queued = self._schedule.discard(envelope_id)
         if queued is None:
@@ -1106,24 +1121,34 @@ class Spool:
                 raise MessageNotFound(f"There is no message {envelope_id} in the spool {self.root}.")
             if state is not State.DEAD:
                 raise SpoolError(f"Message {envelope_id} is {state} and cannot be retried.")
-            source, queued = state, _load(self._path(state, envelope_id), State.QUEUED)
-        try:
+            dead, source = self._path(State.DEAD, envelope_id), State.DEAD
             try:
-                has_content = _read(self._path(source, envelope_id), source).length is not None
+                record = _read(dead, State.QUEUED)
             except OSError as exc:
                 raise SpoolError(f"Message {envelope_id} cannot be retried: {_reason(exc)}.") from None
-            if not has_content:
+            if record.length is None:
                 raise SpoolError(f"Message {envelope_id} cannot be retried: its content is missing.")
-            queued.next_attempt_at = time.time()
-            self._move(queued, source, State.QUEUED)
-        except SpoolError:
-            if source is State.QUEUED:
-                self._schedule.add(queued)
-            raise
+            try:
+                os.rename(dead, self._path(State.QUEUED, envelope_id))
+                self._sync_dir(State.QUEUED)  # the new name first: never in neither folder
+                self._sync_dir(State.DEAD)
+            except OSError as exc:
+                where = f"in the spool folder {self.root}"
+                raise SpoolError(
+                    f"Message {envelope_id} could not be moved {where}: {_reason(exc)}."
+                ) from None
+            queued = record.envelope
+        queued.next_attempt_at = time.time()
         self._schedule.add(queued)
         self._counts[source] -= 1
         self._counts[State.QUEUED] += 1
         return _copy(queued)
+
+    def _refuse_busy(self, envelope_id: str) -> None:
+        if envelope_id in self._accepting:
+            raise SpoolError(f"Message {envelope_id} is being received right now.")
+        if envelope_id in self._sending:
+            raise SpoolError(f"Message {envelope_id} is being sent right now.")
 
     def delete(self, envelope_id: str) -> None:
         """Remove a message (not one being received or sent) with its content."""
@@ -1132,7 +1157,8 @@ class Spool:
         state = self._state_of(envelope_id)
         if state is None:
             raise MessageNotFound(f"There is no message {envelope_id} in the spool {self.root}.")
-        if state in (State.INCOMING, State.SENDING) or envelope_id in self._sending:
+        self._refuse_busy(envelope_id)
+        if state in (State.INCOMING, State.SENDING):
             doing = "received" if state is State.INCOMING else "sent"
             raise SpoolError(f"Message {envelope_id} is being {doing} right now.")
         try:
@@ -1146,16 +1172,26 @@ class Spool:
     def export_eml(self, envelope_id: str, dest: Path) -> Path:
         """Copy the message as received to ``dest`` (a file, or a folder to put ``<id>.eml`` in)."""
         dest = Path(dest)
-        if dest.is_dir():
-            dest = dest / f"{envelope_id}.eml"
+        try:
+            if dest.is_dir():
+                dest = dest / f"{envelope_id}.eml"
+            inside = dest.resolve().is_relative_to(self.root.resolve())
+        except OSError as exc:
+            raise SpoolError(
+                f"Message {envelope_id} could not be exported to {dest}: {_reason(exc)}."
+            ) from None
+        if inside:  # writing over a message file would destroy the message
+            raise SpoolError(
+                f"Message {envelope_id} cannot be exported into the spool folder {self.root}; "
+                "choose another place."
+            )
         try:
             source, record, _ = self._open_content(envelope_id)
         except OSError as exc:
             raise self._content_error(envelope_id, exc) from None
         try:
-            with os.fdopen(
-                os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "wb"
-            ) as out:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            with os.fdopen(os.open(dest, flags, 0o600), "wb") as out:
                 _copy_range(source, out.fileno(), record.offset, record.length or 0)
         except OSError as exc:
             raise SpoolError(

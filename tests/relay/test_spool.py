@@ -908,3 +908,89 @@ async def test_the_forwarder_reads_a_large_message_in_chunks_from_its_file(spool
     await spool.finish(claimed, State.DONE)
     with pytest.raises(SpoolError, match="was delivered"):
         await spool.content_chunks(claimed.id)
+
+
+# -- what a review found ------------------------------------------------------------------------------
+
+
+async def test_converting_keeps_the_content_of_damaged_envelopes_and_the_furthest_copy(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "spool"
+    old_spool(root, {"1-twice": (State.QUEUED, body("twice")), "2-ok": (State.QUEUED, body("ok"))})
+    # The same message also in dead (a crash between renames), and one the old relay set aside.
+    (root / "dead" / "1-twice.json").write_text((root / "queued" / "1-twice.json").read_text())
+    (root / "queued" / "3-bad.json.corrupt").write_text("{")
+    (root / "data" / "3-bad.eml").write_bytes(b"for a person to look at")
+    for start in range(2):  # converting again (after a stop half-way) changes nothing
+        spool = Spool(root)
+        spool.open()
+        try:
+            report = spool.recover()
+            assert report["converted"] == (2 if start == 0 else 0)
+            assert report["missing_content"] == 0
+            assert spool.get("1-twice").state is State.DEAD
+            assert await spool.content("1-twice") == body("twice")
+            assert await spool.content("2-ok") == body("ok")
+            assert os.listdir(root / "data") == ["3-bad.eml"]
+        finally:
+            spool.close()
+
+
+async def test_a_message_being_received_cannot_be_deleted_or_retried(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = hold(monkeypatch, "fsync")
+    accepting = asyncio.create_task(spool.accept(envelope(id="1-busy"), body("busy")))
+    await eventually(lambda: (spool.root / "queued" / "1-busy.msg").exists())
+    with pytest.raises(SpoolError, match="being received right now"):
+        spool.delete("1-busy")
+    with pytest.raises(SpoolError, match="being received right now"):
+        spool.retry("1-busy")
+    gate.set()
+    await accepting
+    monkeypatch.undo()
+    assert [e.id for e in await spool.claim(5, time.time())] == ["1-busy"]
+    assert await spool.content("1-busy") == body("busy")
+
+
+async def test_a_message_cannot_be_exported_over_the_spools_own_files(spool: Spool) -> None:
+    [message] = await accepted(spool, 1)
+    with pytest.raises(SpoolError) as caught:
+        spool.export_eml(message.id, spool.root / "queued" / f"{message.id}.msg")
+    assert_one_sentence(caught.value, "cannot be exported into the spool folder")
+    with pytest.raises(SpoolError, match="cannot be exported into the spool folder"):
+        spool.export_eml(message.id, spool.root)
+    assert content_of(spool, message.id) == body("m0")
+
+
+async def test_odd_files_in_the_spool_are_one_sentence_each(spool: Spool) -> None:
+    [good] = await accepted(spool, 1)
+    (spool.root / "dead" / "1-folder.msg").mkdir()
+    (spool.root / "dead" / "2-deep.msg").write_bytes(b"[" * 100_000 + b"\n")
+    (spool.root / "dead" / "3-true.msg").write_bytes(
+        json.dumps({"v": 1, "content": True, "envelope": envelope(id="3-true").to_json()}).encode() + b"\nX"
+    )
+    viewer = Spool(spool.root)
+    assert [e.id for e in viewer.list()] == [good.id]
+    for envelope_id, words in [("1-folder", "is a folder"), ("2-deep", "damaged"), ("3-true", "damaged")]:
+        with pytest.raises(SpoolError) as caught:
+            viewer.get(envelope_id)
+        assert_one_sentence(caught.value, words)
+
+
+async def test_a_retried_dead_message_keeps_its_file_and_is_due_after_a_restart(spool: Spool) -> None:
+    [message] = await accepted(spool, 1)
+    [claimed] = await spool.claim(1, time.time())
+    claimed.attempts.append(Attempt(at=time.time(), result="dead", reply="550 5.7.60 SendAs denied"))
+    await spool.finish(claimed, State.DEAD)
+    inode = (spool.root / "dead" / f"{message.id}.msg").stat().st_ino
+    spool.retry(message.id)
+    assert (spool.root / "queued" / f"{message.id}.msg").stat().st_ino == inode  # renamed, not copied
+    spool, _ = reopen(spool)
+    try:
+        [again] = await spool.claim(1, time.time())
+        assert again.attempts[-1].reply == "550 5.7.60 SendAs denied"
+        assert content_of(spool, message.id) == body("m0")
+    finally:
+        spool.close()
