@@ -892,3 +892,52 @@ async def test_a_path_the_address_parser_chokes_on_is_a_malformed_address(
     assert (await client.cmd("RCPT TO:<")).startswith("553 5.1.3")
     assert (await client.cmd("RCPT TO:<alice@lab.test>")).startswith("250 ")
     await client.close()
+
+
+async def test_random_malformed_commands_get_ordinary_refusals_never_an_internal_error(
+    relay_factory: Starter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fuzz of command words and odd arguments (seeded): each is answered, never with the 451 for an
+    internal error (aiosmtpd's address parser used to crash on some, such as 'MAIL FROM:<')."""
+    import random
+
+    relay = await relay_factory()
+    rng = random.Random(7)
+    verbs = [
+        "EHLO ",
+        "HELO ",
+        "MAIL FROM:",
+        "RCPT TO:",
+        "MAIL FROM:<a@b.c> SIZE=",
+        "RCPT TO:<alice@lab.test> ",
+    ]
+    verbs += [
+        "MAIL FROM:<a@b.c> BODY=",
+        "DATA",
+        "RSET",
+        "NOOP ",
+        "VRFY ",
+        "AUTH ",
+        "AUTH PLAIN ",
+        "BDAT ",
+        "HELP ",
+    ]
+    characters = 'ab@<>.:;,()[]"\\%!= \t-_+/1'
+    answers: list[str] = []
+    for _ in range(150):
+        client = await RawClient.connect(relay.port)
+        assert (await client.reply()).startswith("220 ")
+        assert (await client.cmd("EHLO fuzz")).startswith("250")
+        for _ in range(rng.randint(1, 6)):
+            start = rng.choice(["", "", "<", " <", "\t<", "<@"])
+            line = (
+                rng.choice(verbs) + start + "".join(rng.choice(characters) for _ in range(rng.randint(0, 12)))
+            )
+            answer = await client.cmd(line)
+            answers.append(answer)
+            assert not answer.startswith("451"), (line, answer)
+            if answer.startswith("354"):
+                assert (await client.cmd("x\r\n.")).startswith(("250", "5"))
+        await client.close()
+    assert len(answers) > 300
+    assert not [r for r in caplog.records if "internal error" in r.getMessage()]
