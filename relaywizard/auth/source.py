@@ -13,6 +13,8 @@ credential can always fetch a new one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +29,31 @@ from relaywizard.auth.model import ClientCertificate, OAuthSettings
 from relaywizard.core.secrets import SecretStore
 
 T = TypeVar("T")
+
+
+async def _in_daemon_thread(call: Callable[[float], T], argument: float) -> T:
+    """``call(argument)`` in a new daemon thread; its result or exception comes back to the loop."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():  # nobody waits any more after a cancellation
+            outcome()
+
+    def run() -> None:
+        try:
+            result = call(argument)
+        except BaseException as exc:  # handed to the awaiting task
+            error = exc
+            with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
+                loop.call_soon_threadsafe(settle, lambda: future.set_exception(error))
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, lambda: future.set_result(result))
+
+    threading.Thread(target=run, name="relaywizard-browser-sign-in", daemon=True).start()
+    return await future
+
 
 #: MSAL treats a token with under five minutes left as expired; so does the source.
 REFRESH_MARGIN = 300.0
@@ -139,10 +166,15 @@ class TokenSource:
             return self._accept(result)
 
     async def sign_in_interactively(self, wait: float = 300) -> str:
-        """Delegated sign-in in this computer's browser (MSAL's loopback redirect); returns a token."""
+        """Delegated sign-in in this computer's browser (MSAL's loopback redirect); returns a token.
+
+        MSAL waits for the browser in a blocking call that cannot be interrupted, so it runs in a daemon
+        thread of its own: cancelling stops the wait at once, and a program quitting meanwhile does not
+        wait up to ``wait`` seconds for a worker thread (an unused loopback listener just ends with it).
+        """
         self._require_delegated()
         async with self._lock:
-            result = await asyncio.to_thread(self._interactive, wait)
+            result = await _in_daemon_thread(self._interactive, wait)
             if "access_token" not in result:
                 raise aadsts.explain(result, self.settings)
             await asyncio.to_thread(self._signed_in, result)

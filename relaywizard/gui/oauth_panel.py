@@ -1,6 +1,6 @@
-"""The credentials page's OAuth branch: delegated sign-in with a device code, or an app's own credential
-saved to the keyring, then "Validate" (a token, and AUTH XOAUTH2 at the SMTP endpoint), with the app
-registration's steps and PowerShell beside them.
+"""The credentials page's OAuth branch: delegated sign-in with a device code or in this computer's
+browser, or an app's own credential saved to the keyring, then "Validate" (a token, and AUTH XOAUTH2
+at the SMTP endpoint), with the app registration's steps and PowerShell beside them.
 
 Everything slow runs as asyncio tasks on the qasync loop; MSAL and the keyring run in threads
 (``TokenSource`` does that), so the window never waits for the sign-in service.
@@ -46,6 +46,8 @@ from relaywizard.gui.widgets import BackgroundTasks, StatusLine, ValidatedLineEd
 
 TENANT_HINT = "The Directory (tenant) ID from the app registration's Overview, or a domain of the tenant."
 CLIENT_HINT = "The Application (client) ID from the app registration's Overview."
+BROWSER_WAIT = 300.0
+"""Seconds a browser sign-in may take before it is given up (MSAL's loopback listener closes then)."""
 
 
 class OAuthPanel(QWidget):
@@ -122,7 +124,17 @@ class OAuthPanel(QWidget):
         self.sign_in.setAccessibleName("Sign in as the mailbox with a code")
         self.sign_in.setAutoDefault(False)
         self.sign_in.clicked.connect(self.start_sign_in)
+        self.sign_in_browser = QPushButton("Sign in in the &browser…")
+        self.sign_in_browser.setObjectName("sign_in_browser")
+        self.sign_in_browser.setAccessibleName("Sign in as the mailbox in this computer's web browser")
+        self.sign_in_browser.setToolTip(
+            "Opens the Microsoft sign-in page in this computer's browser; use the code on a computer "
+            "where no browser can be opened."
+        )
+        self.sign_in_browser.setAutoDefault(False)
+        self.sign_in_browser.clicked.connect(self.start_browser_sign_in)
         sign_row.addWidget(self.sign_in)
+        sign_row.addWidget(self.sign_in_browser)
         sign_row.addStretch(1)
         box.addLayout(sign_row)
 
@@ -164,7 +176,12 @@ class OAuthPanel(QWidget):
         code_row.addWidget(self.open_page)
         code_row.addStretch(1)
         code_layout.addLayout(code_row)
-        wait_row = QHBoxLayout()
+        self.code_frame.setVisible(False)
+        box.addWidget(self.code_frame)
+        self.waiting = QWidget()  # while either sign-in waits for the person: progress and Cancel
+        self.waiting.setObjectName("waiting")
+        wait_row = QHBoxLayout(self.waiting)
+        wait_row.setContentsMargins(0, 0, 0, 0)
         self.progress = QProgressBar()
         self.progress.setRange(0, 0)  # busy: the sign-in happens elsewhere
         self.progress.setTextVisible(False)
@@ -176,9 +193,8 @@ class OAuthPanel(QWidget):
         self.cancel.clicked.connect(self.cancel_sign_in)
         wait_row.addWidget(self.progress, 1)
         wait_row.addWidget(self.cancel)
-        code_layout.addLayout(wait_row)
-        self.code_frame.setVisible(False)
-        box.addWidget(self.code_frame)
+        self.waiting.setVisible(False)
+        box.addWidget(self.waiting)
         self.sign_in_status = StatusLine()
         self.sign_in_status.setObjectName("sign_in_status")
         box.addWidget(self.sign_in_status)
@@ -409,6 +425,7 @@ class OAuthPanel(QWidget):
         self._generation += 1
         self._busy = False
         self.code_frame.setVisible(False)
+        self.waiting.setVisible(False)
 
     # -- reacting to edits ----------------------------------------------------------------------------
 
@@ -447,6 +464,7 @@ class OAuthPanel(QWidget):
             self.pem.text().strip() if self.use_certificate.isChecked() else self.secret.text()
         )
         self.sign_in.setEnabled(valid and not self._busy)
+        self.sign_in_browser.setEnabled(valid and not self._busy)
         self.save.setEnabled(valid and has_credential and not self._busy)
         self.validate.setEnabled(valid and not self._busy and self.is_ready_to_validate())
         self.changed.emit()
@@ -557,6 +575,14 @@ class OAuthPanel(QWidget):
     # -- delegated: signing in ------------------------------------------------------------------------
 
     def start_sign_in(self) -> None:
+        """Delegated sign-in with a device code (the code shown here, entered on any device)."""
+        self._start_sign_in(browser=False)
+
+    def start_browser_sign_in(self) -> None:
+        """Delegated sign-in in this computer's web browser (MSAL's loopback redirect)."""
+        self._start_sign_in(browser=True)
+
+    def _start_sign_in(self, *, browser: bool) -> None:
         current = self._current_plan()
         if current is None or self._busy:
             return
@@ -564,37 +590,54 @@ class OAuthPanel(QWidget):
         self._set_busy(True)
         self.signed_in_as = None
         self.validation.clear()
-        self.sign_in_status.set_status("running", "Asking the sign-in service for a code…")
-        task = self.tasks.start(self._sign_in(*current))
+        if browser:
+            mailbox = current[0].tenant.mailbox
+            self.sign_in_status.set_status(
+                "running", f"Sign in as {mailbox} in the browser window that opens; waiting for it…"
+            )
+            self.waiting.setVisible(True)
+        else:
+            self.sign_in_status.set_status("running", "Asking the sign-in service for a code…")
+        task = self.tasks.start(self._sign_in(*current, browser=browser))
         self._signing_in = task
 
-    async def _sign_in(self, plan: SetupPlan, services: Services) -> None:
+    async def _sign_in(self, plan: SetupPlan, services: Services, *, browser: bool = False) -> None:
+        from relaywizard.auth.errors import SignInRequired
+
         mailbox = plan.tenant.mailbox
         try:
             source = await oauth_source.token_source(plan, services)
-            await source.sign_in_with_device_code(self._show_code)
+            if browser:
+                await source.sign_in_interactively(wait=BROWSER_WAIT)
+            else:
+                await source.sign_in_with_device_code(self._show_code)
             backend = await asyncio.to_thread(lambda: services.secret_store().backend_name())
         except asyncio.CancelledError:
             if shiboken6.isValid(self):
                 self.sign_in_status.set_status("skip", "Sign-in cancelled.")
-                self.code_frame.setVisible(False)
-                self._set_busy(False)
+                self._sign_in_ended()
             raise
         except RelayWizardError as exc:
             if shiboken6.isValid(self):
-                self.sign_in_status.set_status("fail", exc.one_line())
-                self.code_frame.setVisible(False)
-                self._set_busy(False)
+                text = exc.one_line()
+                if browser and isinstance(exc, SignInRequired):  # the CLI's hint names its own option
+                    text = f"{exc.message.rstrip('.')}. Use “Sign in with a code” instead."
+                self.sign_in_status.set_status("fail", text)
+                self._sign_in_ended()
             return
         if not shiboken6.isValid(self):
             return
-        self.code_frame.setVisible(False)
         self.signed_in_as, self.backend = mailbox, backend
         self.sign_in_status.set_status(
             "pass",
             f"Signed in as {mailbox}; the sign-in is saved in the keyring ({backend}) as "
             f"'{source.settings.cache_profile}'.",
         )
+        self._sign_in_ended()
+
+    def _sign_in_ended(self) -> None:
+        self.code_frame.setVisible(False)
+        self.waiting.setVisible(False)
         self._set_busy(False)
 
     def _show_code(self, code: object) -> None:
@@ -613,6 +656,7 @@ class OAuthPanel(QWidget):
         self.code.setText(code.user_code)
         self.copy_code.setText("C&opy code")
         self.code_frame.setVisible(True)
+        self.waiting.setVisible(True)
         self.sign_in_status.set_status(
             "running", f"Waiting for {self._plan.tenant.mailbox if self._plan else 'the mailbox'} to sign in…"
         )

@@ -13,7 +13,7 @@ from relaywizard.auth.model import OAuthSettings
 from relaywizard.auth.source import DeviceCode, TokenSource
 from relaywizard.core.secrets import SecretStore
 from tests.core.test_secrets import MemoryKeyring
-from tests.lab.authority import DEFAULT_SECRET, FakeAuthority
+from tests.lab.authority import DEFAULT_SECRET, FakeAuthority, stand_in_browser
 
 
 def settings(fake: FakeAuthority, kind: str = "oauth-app", **changes: object) -> OAuthSettings:
@@ -228,28 +228,10 @@ async def test_interactive_sign_in_through_a_browser(
     authority: FakeAuthority, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """MSAL's loopback redirect, with a stand-in browser that follows the authority's redirect."""
-    import threading
-    import urllib.parse
     import webbrowser
 
-    import requests
-
     opened: list[str] = []
-
-    def follow(url: str) -> None:
-        # The authority redirects with the code; MSAL asks for response_mode=form_post, so a browser
-        # would post it to MSAL's loopback listener.
-        answer = requests.get(url, verify=str(authority.ca_file), allow_redirects=False, timeout=10)
-        target = urllib.parse.urlsplit(answer.headers["Location"])
-        form = dict(urllib.parse.parse_qsl(target.query))
-        requests.post(target._replace(query="").geturl(), data=form, timeout=10)
-
-    def browser(url: str, *args: object, **kwargs: object) -> bool:
-        opened.append(url)
-        threading.Thread(target=follow, args=(url,)).start()
-        return True
-
-    monkeypatch.setattr(webbrowser, "open", browser)
+    monkeypatch.setattr(webbrowser, "open", stand_in_browser(authority, opened))
     monkeypatch.setenv("BROWSER", "none-here")  # keep MSAL from preferring an installed Edge
     keyring = MemoryKeyring()
     token = await delegated_source(authority, SecretStore(keyring)).sign_in_interactively(wait=20)

@@ -28,7 +28,7 @@ from relaywizard.gui.services import Services
 from relaywizard.gui.wizard import PageId, SetupWizard
 from tests.core.test_secrets import MemoryKeyring
 from tests.gui.conftest import run, until
-from tests.lab.authority import DEFAULT_CLIENT_ID, DEFAULT_SECRET, FakeAuthority
+from tests.lab.authority import DEFAULT_CLIENT_ID, DEFAULT_SECRET, FakeAuthority, stand_in_browser
 from tests.lab.lab import Lab
 
 
@@ -201,6 +201,112 @@ def test_cancelling_the_sign_in_stops_waiting_at_once(
         assert not page.isComplete()
 
     run(qloop, scenario(), timeout=30)
+
+
+def test_browser_sign_in_is_saved_and_the_window_stays_responsive(
+    qtbot: QtBot,
+    tmp_path: Path,
+    qloop: qasync.QEventLoop,
+    authority: FakeAuthority,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import webbrowser
+
+    opened: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", stand_in_browser(authority, opened))
+    monkeypatch.setenv("BROWSER", "none-here")  # keep MSAL from preferring an installed Edge
+    keyring = MemoryKeyring()
+
+    async def scenario() -> None:
+        _wizard, page, panel = open_oauth_page(
+            qtbot,
+            tmp_path,
+            keyring,
+            mailbox="oauth@lab.test",
+            authority=authority.url,
+            ca_file=str(authority.ca_file),
+        )
+        ticks: list[float] = []
+
+        async def ticker() -> None:
+            while True:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.02)
+
+        ticking = asyncio.ensure_future(ticker())
+        try:
+            qtbot.mouseClick(panel.sign_in_browser, Qt.MouseButton.LeftButton)
+            assert panel.waiting.isVisible()
+            assert "in the browser window" in panel.sign_in_status.text()
+            assert not panel.sign_in.isEnabled()
+            await until(lambda: panel.signed_in_as is not None, within=20, what="the browser sign-in")
+        finally:
+            ticking.cancel()
+        gaps = [b - a for a, b in itertools.pairwise(ticks)]
+        assert max(gaps) < 0.25, f"the loop stalled for {max(gaps):.3f} s while signing in"
+        assert opened[0].startswith(f"{authority.url}/oauth2/v2.0/authorize?")
+        assert "login_hint=oauth%40lab.test" in opened[0]
+        assert authority.grants()[-1] == "authorization_code"
+        assert "Signed in as oauth@lab.test" in panel.sign_in_status.text()
+        assert not panel.waiting.isVisible()
+        assert not panel.code_frame.isVisible()
+        assert panel.validate.isEnabled()
+        assert page.isComplete()
+        assert keyring.get_password(SERVICE, "oauth-cache-oauth") is not None
+
+    run(qloop, scenario(), timeout=40)
+
+
+def test_a_browser_sign_in_can_be_cancelled_or_run_out_of_time(
+    qtbot: QtBot,
+    tmp_path: Path,
+    qloop: qasync.QEventLoop,
+    authority: FakeAuthority,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+    import webbrowser
+
+    from relaywizard.gui import oauth_panel
+
+    monkeypatch.setattr(webbrowser, "open", lambda *args, **kwargs: True)  # opened, and nobody signs in
+    monkeypatch.setenv("BROWSER", "none-here")
+
+    async def scenario() -> None:
+        _wizard, page, panel = open_oauth_page(
+            qtbot,
+            tmp_path,
+            MemoryKeyring(),
+            mailbox="oauth@lab.test",
+            authority=authority.url,
+            ca_file=str(authority.ca_file),
+        )
+        qtbot.mouseClick(panel.sign_in_browser, Qt.MouseButton.LeftButton)
+        await asyncio.sleep(0.5)
+        clicked = time.monotonic()
+        qtbot.mouseClick(panel.cancel, Qt.MouseButton.LeftButton)
+        await until(lambda: not panel.busy, within=3, what="the cancel")
+        assert time.monotonic() - clicked < 1
+        assert panel.sign_in_status.text() == "Sign-in cancelled."
+        assert not panel.waiting.isVisible()
+        assert panel.sign_in_browser.isEnabled()
+        assert not page.isComplete()
+        # MSAL's wait goes on in a daemon thread, which a program quitting does not wait for.
+        waiting = [t for t in threading.enumerate() if t.name == "relaywizard-browser-sign-in"]
+        assert waiting
+        assert all(t.daemon for t in waiting)
+
+        monkeypatch.setattr(oauth_panel, "BROWSER_WAIT", 1.0)
+        qtbot.mouseClick(panel.sign_in_browser, Qt.MouseButton.LeftButton)
+        await until(lambda: not panel.busy, within=10, what="the browser sign-in to run out of time")
+        text = panel.sign_in_status.text()
+        one_sentence(text)
+        assert "not completed within 1 seconds" in text
+        assert "Sign in with a code" in text
+        assert "--browser" not in text  # the command line's hint is not for the wizard
+        assert panel.signed_in_as is None
+
+    run(qloop, scenario(), timeout=40)
 
 
 def test_fields_are_validated_inline(qtbot: QtBot, tmp_path: Path, qloop: qasync.QEventLoop) -> None:

@@ -376,3 +376,23 @@ def _error(status: int, error: str, aadsts: int, text: str) -> tuple[int, dict[s
         {"error": error, "error_description": f"AADSTS{aadsts}: {text}", "error_codes": [aadsts]},
         {},
     )
+
+
+def stand_in_browser(authority: FakeAuthority, opened: list[str]) -> Callable[..., bool]:
+    """A ``webbrowser.open`` for MSAL's browser sign-in: records the URL and, in a thread, does what a
+    person's browser would: follows the authority's redirect and posts the code to MSAL's loopback
+    listener (MSAL asks for ``response_mode=form_post``)."""
+    import requests
+
+    def follow(url: str) -> None:
+        answer = requests.get(url, verify=str(authority.ca_file), allow_redirects=False, timeout=10)
+        target = urllib.parse.urlsplit(answer.headers["Location"])
+        form = dict(urllib.parse.parse_qsl(target.query))
+        requests.post(target._replace(query="").geturl(), data=form, timeout=10)
+
+    def browser(url: str, *args: object, **kwargs: object) -> bool:
+        opened.append(url)
+        threading.Thread(target=follow, args=(url,), daemon=True).start()
+        return True
+
+    return browser
