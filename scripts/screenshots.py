@@ -379,6 +379,9 @@ async def oauth_path(lab: Any, out: Path, work: Path) -> None:
         await until(panel.code_frame.isVisible, 15, "the device code shown")
         await shooter.shot("14-oauth-device-code.png")
         panel.cancel_sign_in()
+        await until(lambda: not panel.busy, 5, "the sign-in cancelled")
+        panel.app_only.setChecked(True)  # the app-only branch: secret or certificate, and its expiry
+        await shooter.shot("16-oauth-app-only.png")
         wizard.close()
     finally:
         authority.stop()

@@ -50,6 +50,21 @@ BROWSER_WAIT = 300.0
 """Seconds a browser sign-in may take before it is given up (MSAL's loopback listener closes then)."""
 
 
+def _share_label_column(*forms: QFormLayout) -> None:
+    """Give separate forms one label column width, so their fields start at the same x (the tenant and
+    client ID above, the app-only credential below, shown or hidden by the flow chosen)."""
+    labels: list[QWidget] = []
+    for form in forms:
+        for row in range(form.rowCount()):
+            item = form.itemAt(row, QFormLayout.ItemRole.LabelRole)
+            widget = item.widget() if item is not None else None
+            if widget is not None:
+                labels.append(widget)
+    width = max((label.sizeHint().width() for label in labels), default=0)
+    for label in labels:
+        label.setMinimumWidth(width)
+
+
 class OAuthPanel(QWidget):
     """Delegated or app-only OAuth for ``plan``'s mailbox; ``changed`` whenever ``is_ready()`` may have."""
 
@@ -350,6 +365,7 @@ class OAuthPanel(QWidget):
         self.secret.textChanged.connect(lambda _text: self._update_buttons())
         self.pem.textChanged.connect(lambda _text: self._update_buttons())
         self._verification_uri = ""
+        _share_label_column(form, self.app_form)
         self._credential_kind_changed()
         self._kind_changed()
 
