@@ -149,6 +149,10 @@ class FakeAuthority:
         bundle.write_bytes(b"".join(path.read_bytes() for path in (self.ca_file, *ca_files)))
         return bundle
 
+    def cli_args(self) -> list[str]:
+        """``--tenant``, ``--client-id`` and ``--authority`` for a relaywizard command signing in here."""
+        return ["--tenant", self.tenant, "--client-id", self.client_id, "--authority", self.url]
+
     def grants(self) -> list[str]:
         return [seen.grant for seen in self.requests if seen.path.endswith("/token")]
 
