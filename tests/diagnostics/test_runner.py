@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import ClassVar
 
 import pytest
 
@@ -19,47 +18,27 @@ from relaywizard.diagnostics.model import (
     Target,
 )
 from relaywizard.diagnostics.runner import DiagnosticsRun, RunState
+from tests.diagnostics.scripted import NoDns, Scripted
 
 
-class NoDns:
-    async def query(self, name: str, rdtype: str) -> list[str]:
-        raise AssertionError("no DNS in these tests")
-
-    def describe(self) -> str:
-        return "nothing"
-
-
-class Scripted(Check):
-    """A check that sleeps, reports progress and returns a scripted status."""
-
-    title = "Scripted"
-    log: ClassVar[list[str]] = []
-
-    def __init__(
-        self,
-        check_id: str,
-        group: str,
-        status: Status = Status.PASS,
-        delay: float = 0.0,
-        requires: tuple[str, ...] = (),
-    ) -> None:
-        self.id = check_id  # type: ignore[misc]
-        self.group = group  # type: ignore[misc,assignment]
-        self.status = status
-        self.delay = delay
-        self.requires = requires  # type: ignore[misc]
-        self.title = f"Check {check_id}"  # type: ignore[misc]
-
-    async def run(self, ctx: Context) -> CheckResult:
-        Scripted.log.append(f"start {self.id}")
-        ctx.progress(f"working on {self.id}")
-        await asyncio.sleep(self.delay)
-        Scripted.log.append(f"end {self.id}")
-        if self.status is Status.SKIP:
-            return self.skipped("not applicable")
-        return self.result(
-            self.status, f"{self.id} {self.status}", fix="do this" if self.status != "pass" else ""
-        )
+def scripted(
+    check_id: str,
+    group: str,
+    status: Status = Status.PASS,
+    delay: float = 0.0,
+    requires: tuple[str, ...] = (),
+) -> Scripted:
+    """A check that reports "working on <id>", sleeps ``delay`` and returns ``status``."""
+    return Scripted(
+        check_id,
+        group,
+        status,
+        summary="not applicable" if status is Status.SKIP else f"{check_id} {status}",
+        fix="do this" if status != Status.PASS else "",
+        delay=delay,
+        progress=f"working on {check_id}",
+        requires=requires,
+    )
 
 
 def make_run(*checks: Check, timeout: float = 1.0) -> DiagnosticsRun:
@@ -72,7 +51,7 @@ async def collect(run: DiagnosticsRun) -> list[Event]:
 
 
 async def test_dns_checks_run_concurrently() -> None:
-    run = make_run(*(Scripted(f"dns.{i}", "dns", delay=0.2) for i in range(5)))
+    run = make_run(*(scripted(f"dns.{i}", "dns", delay=0.2) for i in range(5)))
     started = time.monotonic()
     report = await run.run()
     assert time.monotonic() - started < 0.6
@@ -82,7 +61,7 @@ async def test_dns_checks_run_concurrently() -> None:
 
 async def test_smtp_checks_run_in_order_one_at_a_time() -> None:
     run = make_run(
-        Scripted("smtp.a", "smtp", delay=0.05), Scripted("smtp.b", "smtp"), Scripted("smtp.c", "smtp")
+        scripted("smtp.a", "smtp", delay=0.05), scripted("smtp.b", "smtp"), scripted("smtp.c", "smtp")
     )
     await run.run()
     assert Scripted.log == [
@@ -96,7 +75,7 @@ async def test_smtp_checks_run_in_order_one_at_a_time() -> None:
 
 
 async def test_events_start_progress_finish_for_each_check_and_progress_is_attributed() -> None:
-    run = make_run(Scripted("dns.x", "dns", delay=0.05), Scripted("dns.y", "dns", delay=0.01))
+    run = make_run(scripted("dns.x", "dns", delay=0.05), scripted("dns.y", "dns", delay=0.01))
     events = await collect(run)
     for check_id in ("dns.x", "dns.y"):
         mine = [
@@ -116,9 +95,9 @@ async def test_events_start_progress_finish_for_each_check_and_progress_is_attri
 
 async def test_a_failed_requirement_skips_dependants_transitively_with_the_reason() -> None:
     run = make_run(
-        Scripted("smtp.connect", "smtp", Status.FAIL),
-        Scripted("smtp.banner", "smtp", requires=("smtp.connect",)),
-        Scripted("smtp.ehlo", "smtp", requires=("smtp.banner",)),
+        scripted("smtp.connect", "smtp", Status.FAIL),
+        scripted("smtp.banner", "smtp", requires=("smtp.connect",)),
+        scripted("smtp.ehlo", "smtp", requires=("smtp.banner",)),
     )
     report = await run.run()
     banner, ehlo = report.result("smtp.banner"), report.result("smtp.ehlo")
@@ -135,9 +114,9 @@ async def test_a_failed_requirement_skips_dependants_transitively_with_the_reaso
 
 async def test_a_not_applicable_skip_and_a_warning_do_not_block() -> None:
     run = make_run(
-        Scripted("smtp.auth", "smtp", Status.SKIP),
-        Scripted("smtp.tls", "smtp", Status.WARN),
-        Scripted("smtp.mail_from", "smtp", requires=("smtp.auth", "smtp.tls")),
+        scripted("smtp.auth", "smtp", Status.SKIP),
+        scripted("smtp.tls", "smtp", Status.WARN),
+        scripted("smtp.mail_from", "smtp", requires=("smtp.auth", "smtp.tls")),
     )
     report = await run.run()
     result = report.result("smtp.mail_from")
@@ -147,14 +126,14 @@ async def test_a_not_applicable_skip_and_a_warning_do_not_block() -> None:
 
 
 async def test_requirements_outside_the_run_are_ignored() -> None:
-    report = await make_run(Scripted("smtp.banner", "smtp", requires=("smtp.connect",))).run()
+    report = await make_run(scripted("smtp.banner", "smtp", requires=("smtp.connect",))).run()
     assert report.results[0].status is Status.PASS
 
 
 async def test_a_check_over_its_time_limit_fails_and_the_run_goes_on() -> None:
-    slow = Scripted("dns.slow", "dns", delay=5)
+    slow = scripted("dns.slow", "dns", delay=5)
     slow.steps = 1  # type: ignore[misc]
-    run = make_run(slow, Scripted("dns.quick", "dns"), timeout=0.2)
+    run = make_run(slow, scripted("dns.quick", "dns"), timeout=0.2)
     started = time.monotonic()
     report = await run.run()
     assert time.monotonic() - started < 2.5
@@ -178,7 +157,7 @@ async def test_a_crashing_check_becomes_a_failed_result_not_a_traceback() -> Non
 async def test_cancel_stops_the_work_closes_and_keeps_the_results_so_far() -> None:
     closed: list[str] = []
     run = make_run(
-        Scripted("smtp.a", "smtp"), Scripted("smtp.b", "smtp", delay=10), Scripted("smtp.c", "smtp")
+        scripted("smtp.a", "smtp"), scripted("smtp.b", "smtp", delay=10), scripted("smtp.c", "smtp")
     )
 
     async def close() -> None:
@@ -201,7 +180,7 @@ async def test_cancel_stops_the_work_closes_and_keeps_the_results_so_far() -> No
 
 
 async def test_cancelling_the_consumer_task_cancels_the_checks() -> None:
-    run = make_run(Scripted("dns.long", "dns", delay=10))
+    run = make_run(scripted("dns.long", "dns", delay=10))
     task = asyncio.create_task(run.run())
     await asyncio.sleep(0.05)
     task.cancel()
@@ -212,14 +191,14 @@ async def test_cancelling_the_consumer_task_cancels_the_checks() -> None:
 
 
 async def test_a_run_starts_only_once() -> None:
-    run = make_run(Scripted("dns.a", "dns"))
+    run = make_run(scripted("dns.a", "dns"))
     await run.run()
     with pytest.raises(RuntimeError):
         await run.run()
 
 
 async def test_report_json_follows_the_contract() -> None:
-    report = await make_run(Scripted("smtp.rcpt_to", "smtp", Status.FAIL), Scripted("dns.mx", "dns")).run()
+    report = await make_run(scripted("smtp.rcpt_to", "smtp", Status.FAIL), scripted("dns.mx", "dns")).run()
     document = report.to_json()
     assert set(document) == {"domain", "method", "duration_ms", "checks"}
     assert [c["id"] for c in document["checks"]] == ["dns.mx", "smtp.rcpt_to"]

@@ -12,14 +12,14 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import qasync
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
-from relaywizard.diagnostics.base import Check, Context
+from relaywizard.diagnostics.base import Check
 from relaywizard.diagnostics.model import CHECK_IDS, CheckResult, Status, Target
 from relaywizard.diagnostics.runner import DiagnosticsRun, RunState
 from relaywizard.gui.diagnostics_view import (
@@ -30,72 +30,13 @@ from relaywizard.gui.diagnostics_view import (
     facts,
     headline,
 )
+from tests.diagnostics.scripted import NoDns, Scripted
 from tests.gui.conftest import run, until
 
 # qloop, run and until come from tests/gui/conftest.py: asyncio under Qt, as in the app.
 
 
 # -- scripted runs -----------------------------------------------------------------------------------------
-
-
-class NoDns:
-    async def query(self, name: str, rdtype: str) -> list[str]:
-        raise AssertionError("no DNS in these tests")
-
-    def describe(self) -> str:
-        return "nothing"
-
-
-class Scripted(Check):
-    """A check that reports progress, waits for its gate (or a delay) and returns a scripted result."""
-
-    title = "Scripted"
-    log: ClassVar[list[str]] = []
-
-    def __init__(
-        self,
-        check_id: str,
-        group: str = "smtp",
-        status: Status = Status.PASS,
-        *,
-        title: str | None = None,
-        summary: str | None = None,
-        fix: str | None = None,
-        code: str | None = None,
-        data: dict[str, Any] | None = None,
-        delay: float = 0.0,
-        gate: asyncio.Event | None = None,
-        progress: str | None = None,
-        requires: tuple[str, ...] = (),
-    ) -> None:
-        self.id = check_id  # type: ignore[misc]
-        self.group = group  # type: ignore[misc,assignment]
-        self.title = title or f"Check {check_id}"  # type: ignore[misc]
-        self.requires = requires  # type: ignore[misc]
-        self.status = status
-        self.summary = summary or f"{check_id}: {status}"
-        self.fix = fix if fix is not None else ("Do this." if status in (Status.FAIL, Status.WARN) else "")
-        self.code = code
-        self.data = data or {}
-        self.delay = delay
-        self.gate = gate
-        self.progress_text = progress
-        self.cancelled = False
-
-    async def run(self, ctx: Context) -> CheckResult:
-        Scripted.log.append(f"start {self.id}")
-        if self.progress_text:
-            ctx.progress(self.progress_text)
-        try:
-            if self.gate is not None:
-                await self.gate.wait()
-            await asyncio.sleep(self.delay)
-        except asyncio.CancelledError:
-            self.cancelled = True
-            raise
-        if self.status is Status.SKIP:
-            return self.skipped(self.summary)
-        return self.result(self.status, self.summary, fix=self.fix, code=self.code, data=self.data)
 
 
 class FakeRuns:
