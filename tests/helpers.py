@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -97,3 +100,34 @@ class Background:
         if self.process.poll() is None:
             self.process.kill()
             self.process.communicate()
+
+
+class LoopWatch:
+    """Ticks on the running asyncio loop every ``interval`` seconds while it is open, to show that the
+    loop (and, under qasync, the window) was never blocked for long: ``async with LoopWatch() as watch``,
+    then ``watch.longest_gap()``."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self.ticks: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LoopWatch:
+        self._task = asyncio.ensure_future(self._tick())
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _tick(self) -> None:
+        while True:
+            self.ticks.append(time.monotonic())
+            await asyncio.sleep(self.interval)
+
+    def since(self, start: float) -> list[float]:
+        return [tick for tick in self.ticks if tick >= start]
+
+    def longest_gap(self, since: float = 0.0) -> float:
+        """The longest time between two ticks (after ``since``, a ``time.monotonic()`` value)."""
+        return max((b - a for a, b in itertools.pairwise(self.since(since))), default=0.0)

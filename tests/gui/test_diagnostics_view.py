@@ -9,7 +9,6 @@ limit, and waits poll with ``await until(...)`` — ``qtbot.waitUntil`` would no
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,6 +31,7 @@ from relaywizard.gui.diagnostics_view import (
 )
 from tests.diagnostics.scripted import NoDns, Scripted
 from tests.gui.conftest import run, until
+from tests.helpers import LoopWatch
 
 # qloop, run and until come from tests/gui/conftest.py: asyncio under Qt, as in the app.
 
@@ -353,39 +353,32 @@ def test_the_event_loop_keeps_running_while_checks_are_in_flight(
         ]
     )
     controller, view = make_view(qtbot, runs)
-    ticks: list[float] = []
     timer_fired: list[float] = []
     timer = QTimer()
     timer.setInterval(20)
     timer.timeout.connect(lambda: timer_fired.append(time.monotonic()))
 
-    async def ticker() -> None:
-        while True:
-            ticks.append(time.monotonic())
-            await asyncio.sleep(0.02)
-
     async def scenario() -> None:
-        ticking = asyncio.ensure_future(ticker())
-        timer.start()
-        started = time.monotonic()
-        controller.start(TARGET)
-        await until(lambda: view.row_state("smtp.connect") == "pass")
-        # A person can open a finished row while the others still run.
-        assert controller.state is RunState.RUNNING
-        detail = view.expand("smtp.connect")
-        assert detail is not None
-        await until(lambda: detail.isVisible())
-        await until(lambda: controller.state is RunState.FINISHED, within=5)
-        elapsed = time.monotonic() - started
-        timer.stop()
-        ticking.cancel()
+        async with LoopWatch() as watch:
+            timer.start()
+            started = time.monotonic()
+            controller.start(TARGET)
+            await until(lambda: view.row_state("smtp.connect") == "pass")
+            # A person can open a finished row while the others still run.
+            assert controller.state is RunState.RUNNING
+            detail = view.expand("smtp.connect")
+            assert detail is not None
+            await until(lambda: detail.isVisible())
+            await until(lambda: controller.state is RunState.FINISHED, within=5)
+            elapsed = time.monotonic() - started
+            timer.stop()
         assert elapsed >= 1.2
-        in_flight = [t for t in ticks if started <= t <= started + elapsed]
+        in_flight = [t for t in watch.since(started) if t <= started + elapsed]
         fired = [t for t in timer_fired if started <= t <= started + elapsed]
         assert len(in_flight) >= elapsed / 0.02 / 3, len(in_flight)
         assert len(fired) >= elapsed / 0.02 / 3, len(fired)
-        gaps = [b - a for a, b in itertools.pairwise(in_flight)]
-        assert max(gaps) < 0.25, f"the loop stalled for {max(gaps):.3f} s"
+        gap = watch.longest_gap(since=started)
+        assert gap < 0.25, f"the loop stalled for {gap:.3f} s"
 
     run(qloop, scenario())
 

@@ -6,7 +6,6 @@ validation accepted, or refused with the registration mistakes explained."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from relaywizard.gui.services import Services
 from relaywizard.gui.wizard import PageId, SetupWizard
 from tests.core.test_secrets import MemoryKeyring
 from tests.gui.conftest import run, until
+from tests.helpers import LoopWatch
 from tests.lab.authority import DEFAULT_CLIENT_ID, DEFAULT_SECRET, FakeAuthority, stand_in_browser
 from tests.lab.lab import Lab
 
@@ -105,15 +105,7 @@ def test_device_code_is_shown_copied_opened_and_the_sign_in_saved(
             ca_file=str(authority.ca_file),
         )
         assert not page.isComplete()  # nobody signed in yet
-        ticks: list[float] = []
-
-        async def ticker() -> None:
-            while True:
-                ticks.append(time.monotonic())
-                await asyncio.sleep(0.02)
-
-        ticking = asyncio.ensure_future(ticker())
-        try:
+        async with LoopWatch() as watch:
             qtbot.mouseClick(panel.sign_in, Qt.MouseButton.LeftButton)
             await until(lambda: panel.code_frame.isVisible(), within=10, what="the code shown")
             code = panel.code.text()
@@ -128,10 +120,9 @@ def test_device_code_is_shown_copied_opened_and_the_sign_in_saved(
             started = time.monotonic()
             await until(lambda: panel.signed_in_as is not None, within=15, what="the sign-in")
             assert time.monotonic() - started > 0.5  # it really waited for the polls
-        finally:
-            ticking.cancel()
-        gaps = [b - a for a, b in itertools.pairwise(ticks)]
-        assert max(gaps) < 0.25, f"the loop stalled for {max(gaps):.3f} s while signing in"
+        assert watch.longest_gap() < 0.25, (
+            f"the loop stalled for {watch.longest_gap():.3f} s while signing in"
+        )
         assert panel.signed_in_as == "oauth@lab.test"
         status = panel.sign_in_status.text()
         assert "Signed in as oauth@lab.test" in status
@@ -226,24 +217,15 @@ def test_browser_sign_in_is_saved_and_the_window_stays_responsive(
             authority=authority.url,
             ca_file=str(authority.ca_file),
         )
-        ticks: list[float] = []
-
-        async def ticker() -> None:
-            while True:
-                ticks.append(time.monotonic())
-                await asyncio.sleep(0.02)
-
-        ticking = asyncio.ensure_future(ticker())
-        try:
+        async with LoopWatch() as watch:
             qtbot.mouseClick(panel.sign_in_browser, Qt.MouseButton.LeftButton)
             assert panel.waiting.isVisible()
             assert "in the browser window" in panel.sign_in_status.text()
             assert not panel.sign_in.isEnabled()
             await until(lambda: panel.signed_in_as is not None, within=20, what="the browser sign-in")
-        finally:
-            ticking.cancel()
-        gaps = [b - a for a, b in itertools.pairwise(ticks)]
-        assert max(gaps) < 0.25, f"the loop stalled for {max(gaps):.3f} s while signing in"
+        assert watch.longest_gap() < 0.25, (
+            f"the loop stalled for {watch.longest_gap():.3f} s while signing in"
+        )
         assert opened[0].startswith(f"{authority.url}/oauth2/v2.0/authorize?")
         assert "login_hint=oauth%40lab.test" in opened[0]
         assert authority.grants()[-1] == "authorization_code"
