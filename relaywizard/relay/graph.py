@@ -14,17 +14,24 @@ What each other answer means is in ``graph_errors``; in short:
   Graph's delay. Nothing is dropped: a deferred message stays in the spool.
 - Network errors and timeouts raise ``UpstreamUnavailable``, as for SMTP.
 
+sendMail takes at most 4 MB (``MAX_REQUEST_BYTES``), about 3 MB of message once in base64. A larger
+message (a scan of 5-30 MB), or one Graph answers ``413``, goes the documented large way instead: a draft,
+its attachments (large ones through upload sessions), then send; see ``graph_large``. Every request there
+is handled as above. Up to 150 MB; that needs ``Mail.ReadWrite`` besides ``Mail.Send``.
+
 Recipients: Graph takes them from the message's To, Cc and Bcc headers, not from an SMTP envelope, and
 Exchange removes Bcc from the copies recipients get. The relay's truth is the envelope (the device strips
 Bcc from the header; an alias may expand), so ``graph_mime`` rewrites the header to send to exactly the
 envelope's recipients: To and Cc stay as they are when they name only envelope recipients (the usual
 case); an address the envelope does not list is taken out of them; any Bcc the device left is removed;
-and the envelope recipients not named in To or Cc go into a new Bcc header. The envelope sender is not
-used: Graph sends as the mailbox in the URL, and bounces go to that mailbox.
+and the envelope recipients not named in To or Cc go into a new Bcc header (a large message's draft gets
+the same To, Cc and Bcc). The envelope sender is not used: Graph sends as the mailbox in the URL, and
+bounces go to that mailbox.
 
 The token comes from ``token_source`` (for app-only access, a client-credentials token for the scope
-``https://graph.microsoft.com/.default`` with the ``Mail.Send`` application permission); it is put in the
-Authorization header and nowhere else: not in a log, an exception or a repr.
+``https://graph.microsoft.com/.default`` with the ``Mail.Send`` application permission, and ``Mail.ReadWrite``
+for large messages); it is put in the Authorization header of Graph's own URLs and nowhere else: not in a
+log, an exception or a repr, nor on an upload URL (which carries a token of its own, never logged either).
 """
 
 from __future__ import annotations
@@ -32,11 +39,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import logging
 import re
 import ssl
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +52,14 @@ import httpx
 
 from relaywizard.relay.config import DEFAULT_GRAPH_URL
 from relaywizard.relay.credentials import TOKEN_MECHANISMS, Credentials
-from relaywizard.relay.graph_errors import MAX_REQUEST_BYTES, judge, read_error, retry_after
+from relaywizard.relay.graph_errors import (
+    MAX_REQUEST_BYTES,
+    Step,
+    judge,
+    judge_step,
+    read_error,
+    retry_after,
+)
 from relaywizard.relay.model import Upstream
 from relaywizard.relay.upstream_session import (
     AuthFailed,
@@ -54,6 +69,7 @@ from relaywizard.relay.upstream_session import (
     Transaction,
     UpstreamRefused,
     UpstreamUnavailable,
+    content_size,
     tls_context,
 )
 
@@ -62,11 +78,17 @@ GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 INLINE_WAIT = 10.0
 INLINE_RETRIES = 2
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
+#: Deleting a draft after a failure is a courtesy: it may not hold up the forwarder for long.
+DISCARD_TIMEOUT = 15.0
+#: How much ``graph_mime`` may change a message's size (CRLF line ends, the rewritten To/Cc/Bcc): a message
+#: over the limit by more than this goes the large way without being built for sendMail first.
+_SLACK = 256 * 1024
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _LINE_ENDS = re.compile(rb"\r\n|\n|\r(?!\n)")
 _RECIPIENT_FIELDS = (b"to", b"cc")
 
 TokenSource = Callable[[], Awaitable[str]]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -84,7 +106,7 @@ def graph_context(ca_file: str | None) -> ssl.SSLContext:
 # -- the message as Graph needs it ------------------------------------------------------------------------
 
 
-def _fields(header: bytes) -> list[bytes]:
+def header_fields(header: bytes) -> list[bytes]:
     """The header block as whole fields, each with its folded continuation lines."""
     fields: list[bytes] = []
     for line in header.splitlines(keepends=True):
@@ -99,11 +121,27 @@ def _name(field: bytes) -> bytes:
     return field.split(b":", 1)[0].strip().lower() if b":" in field else b""
 
 
-def _addresses(field: bytes) -> list[tuple[str, str]]:
+def addresses(field: bytes) -> list[tuple[str, str]]:
+    """The (display name, address) pairs of an address field such as ``To: a, "B" <b@example>``."""
     value = field.split(b":", 1)[1].decode("utf-8", "surrogateescape")
     return [
         (name, address) for name, address in email.utils.getaddresses([" ".join(value.split())]) if address
     ]
+
+
+def in_envelope(pairs: Sequence[tuple[str, str]], wanted: set[str]) -> list[tuple[str, str]]:
+    """The pairs whose address is one of ``wanted`` (lower case): a header may name nobody else."""
+    return [pair for pair in pairs if pair[1].lower() in wanted]
+
+
+def blind_copies(recipients: Sequence[str], named: set[str]) -> list[tuple[str, str]]:
+    """The envelope recipients that To and Cc do not name (``named``, lower case), once each: the Bcc."""
+    blind, seen = [], set(named)
+    for address in recipients:
+        if address.lower() not in seen:
+            seen.add(address.lower())
+            blind.append(("", address))
+    return blind
 
 
 def _address_field(name: str, pairs: Sequence[tuple[str, str]]) -> bytes:
@@ -121,26 +159,22 @@ def graph_mime(content: Sequence[Buffer], recipients: Sequence[str]) -> bytes:
     wanted = {address.lower() for address in recipients}
     named: set[str] = set()
     kept: list[bytes] = []
-    for field in _fields(header):
+    for field in header_fields(header):
         if not field.strip():
             continue
         name = _name(field)
         if name == b"bcc":
             continue  # the envelope decides who gets a blind copy
         if name in _RECIPIENT_FIELDS:
-            pairs = _addresses(field)
-            inside = [pair for pair in pairs if pair[1].lower() in wanted]
+            pairs = addresses(field)
+            inside = in_envelope(pairs, wanted)
             named.update(address.lower() for _, address in inside)
             if len(inside) != len(pairs):
                 if not inside:
                     continue
                 field = _address_field(field.split(b":", 1)[0].decode("ascii", "replace").strip(), inside)
         kept.append(field)
-    blind, seen = [], set(named)
-    for address in recipients:
-        if address.lower() not in seen:
-            seen.add(address.lower())
-            blind.append(("", address))
+    blind = blind_copies(recipients, named)
     if blind:
         kept.append(_address_field("Bcc", blind))
     return b"".join(kept) + body
@@ -220,16 +254,19 @@ class GraphSession:
         host = urllib.parse.urlsplit(self.base_url).netloc or self.base_url
         return f"Microsoft Graph ({host})"
 
+    def _new_client(self, timeout: float | None = None) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            verify=self.context,
+            timeout=httpx.Timeout(timeout if timeout is not None else self.timeout),
+            trust_env=self.trust_env,
+            follow_redirects=False,
+            headers={"User-Agent": "relaywizard"},  # no Authorization here: it goes on each Graph request
+        )
+
     async def ready(self) -> bool:
         """Make the session usable; True when it vouches that the upstream works (see ``Vouch``)."""
         if self._client is None:
-            self._client = httpx.AsyncClient(
-                verify=self.context,
-                timeout=httpx.Timeout(self.timeout),
-                trust_env=self.trust_env,
-                follow_redirects=False,
-                headers={"User-Agent": "relaywizard"},
-            )
+            self._client = self._new_client()
             self.connects += 1
             await self._token()  # a token that cannot be had fails here, as a wrong password fails AUTH
         pending, self.vouch.pending = self.vouch.pending, False
@@ -249,27 +286,55 @@ class GraphSession:
         return error
 
     async def send(self, sender: str, recipients: list[str], content: Sequence[Buffer]) -> Transaction:
-        """Send one message; ``sender`` is not used (Graph sends as the mailbox in the URL)."""
-        client = self._client
-        if client is None:
+        """Send one message; ``sender`` is not used (Graph sends as the mailbox in the URL).
+
+        A message whose MIME request would be over ``max_request_bytes`` goes the large way instead
+        (``graph_large``: a draft, its attachments, then send), as does one that Graph answers 413.
+        """
+        if self._client is None:
             raise UpstreamUnavailable(f"The session to {self.where} is not open.")
+        limit = self.max_request_bytes
+        if limit is not None and request_size(content_size(content)) > limit + _SLACK:
+            return await self._send_large(content, recipients)  # no need to build what cannot go
         message = graph_mime(content, recipients)
-        size = request_size(len(message))
-        if self.max_request_bytes is not None and size > self.max_request_bytes:
-            return GraphTransaction(
-                "data",
-                552,
-                f"552 5.3.0 The message is too large for Graph: {size} bytes once encoded, and sendMail "
-                f"takes at most {self.max_request_bytes} (about 3 MB of message); send large scans "
-                "through SMTP or in several parts",
-            )
+        if limit is not None and request_size(len(message)) > limit:
+            del message
+            return await self._send_large(content, recipients)
         body = base64.b64encode(message)
         del message
+        response = await self.call("POST", self.url, content=body, headers={"Content-Type": "text/plain"})
+        del body
+        if response.status_code == 413:  # Graph's limit is lower than the relay took it to be
+            return await self._send_large(content, recipients)
+        return self.conclude(response, recipients)
+
+    async def _send_large(self, content: Sequence[Buffer], recipients: list[str]) -> GraphTransaction:
+        from relaywizard.relay.graph_large import send_large  # it builds on this module
+
+        return await send_large(self, content, recipients)
+
+    async def call(
+        self,
+        method: str,
+        url: str,
+        *,
+        content: bytes | AsyncIterable[bytes] | None = None,
+        headers: Mapping[str, str] | None = None,
+        authorized: bool = True,
+    ) -> httpx.Response:
+        """One Graph request, and Graph's final answer to it.
+
+        ``authorized`` requests carry the token; a 401 has the token source told and the request sent
+        once more with a fresh token, and a second 401 is ``AuthFailed``. 429 and 5xx are waited out
+        here when Graph asks for at most ``inline_wait`` seconds, up to ``inline_retries`` times; after
+        that their answer is returned, for ``conclude`` to defer the message. Network errors and timeouts
+        raise ``UpstreamUnavailable``. Upload URLs carry their own token: ``authorized=False`` sends none.
+        """
         refreshed = False
         waits = 0
         while True:
-            response = await self._post(client, body)
-            if response.status_code == 401:
+            response = await self._request(method, url, content, headers, authorized)
+            if response.status_code == 401 and authorized:
                 if not refreshed:
                     refreshed = True
                     if self._on_rejected is not None:
@@ -283,41 +348,92 @@ class GraphSession:
                         str(error),
                     )
                 )
-            wait = retry_after(response, self._clock())
             if response.status_code in RETRYABLE and waits < self.inline_retries:
+                wait = retry_after(response, self._clock())
                 delay = wait if wait is not None else 2.0**waits
                 if delay <= self.inline_wait:
                     waits += 1
                     await self._sleep(delay)
                     continue
-            verdict = judge(read_error(response), self.mailbox, wait)
-            if verdict.outcome == "auth":
-                raise self._failed(AuthFailed(verdict.reply, verdict.reply))
-            if verdict.outcome == "refused":
-                raise self._failed(UpstreamRefused(verdict.reply, verdict.reply))
-            if verdict.outcome == "delivered" and self.vouch.suspect:
-                self.vouch.suspect, self.vouch.pending = False, True
-            accepted = recipients if verdict.outcome == "delivered" else []
-            return GraphTransaction(
-                "data",
-                verdict.code,
-                verdict.reply,
-                accepted=list(accepted),
-                retry_after=wait if verdict.outcome == "retry" else None,
-            )
+            return response
 
-    async def _post(self, client: httpx.AsyncClient, body: bytes) -> httpx.Response:
-        token = await self._token()
+    def conclude(
+        self, response: httpx.Response, recipients: Sequence[str], step: Step | None = None
+    ) -> GraphTransaction:
+        """The message's outcome from Graph's final answer (``graph_errors``): a ``GraphTransaction``, or
+        ``AuthFailed`` / ``UpstreamRefused`` raised when the session cannot send anything."""
+        wait = retry_after(response, self._clock())
+        error = read_error(response)
+        verdict = (
+            judge(error, self.mailbox, wait) if step is None else judge_step(step, error, self.mailbox, wait)
+        )
+        if verdict.outcome == "auth":
+            raise self._failed(AuthFailed(verdict.reply, verdict.reply))
+        if verdict.outcome == "refused":
+            raise self._failed(UpstreamRefused(verdict.reply, verdict.reply))
+        if verdict.outcome == "delivered" and self.vouch.suspect:
+            self.vouch.suspect, self.vouch.pending = False, True
+        return GraphTransaction(
+            "data",
+            verdict.code,
+            verdict.reply,
+            accepted=list(recipients) if verdict.outcome == "delivered" else [],
+            retry_after=wait if verdict.outcome == "retry" else None,
+        )
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        content: bytes | AsyncIterable[bytes] | None,
+        headers: Mapping[str, str] | None,
+        authorized: bool,
+    ) -> httpx.Response:
+        client = self._client
+        if client is None:
+            raise UpstreamUnavailable(f"The session to {self.where} is not open.")
+        sent = dict(headers or {})
+        if authorized:
+            sent["Authorization"] = f"Bearer {await self._token()}"
         self.requests += 1
         try:
-            return await client.post(
-                self.url,
-                content=body,
-                headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"},
-            )
+            return await client.request(method, url, content=content, headers=sent)
         except httpx.HTTPError as exc:
             self.abort()
             raise self._failed(self._network_error(exc)) from None
+
+    async def discard(self, url: str, fresh: bool = False) -> None:
+        """Delete a draft, best effort: one try, with a client of its own when the session's is gone (or
+        ``fresh``). A draft that cannot be deleted is logged (never with the token), not raised."""
+        client, own = self._client, None
+        if fresh or client is None:
+            client = own = self._new_client(DISCARD_TIMEOUT)
+        try:
+            token = await self._token_source()
+            response = await client.delete(url, headers={"Authorization": f"Bearer {token}"})
+            if not response.is_success and response.status_code != 404:  # 404: no draft to delete
+                log.warning(
+                    "A draft of a large message stays in the Drafts folder of %s: Graph answered %s to "
+                    "deleting it",
+                    self.mailbox,
+                    read_error(response),
+                )
+        except Exception as exc:  # the network, the token: the draft stays, nothing else is wrong
+            why = self._network_error(exc).text if isinstance(exc, httpx.HTTPError) else type(exc).__name__
+            log.warning("A draft of a large message stays in the Drafts folder of %s: %s", self.mailbox, why)
+        finally:
+            if own is not None:
+                await own.aclose()
+
+    def discard_later(self, url: str) -> None:
+        """``discard`` in the background, with a client of its own (the send was cancelled); ``close()``
+        waits for it."""
+        try:
+            task = asyncio.get_running_loop().create_task(self.discard(url, fresh=True))
+        except RuntimeError:
+            return
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _network_error(self, exc: httpx.HTTPError) -> UpstreamUnavailable:
         """One readable sentence for a network, TLS or protocol failure (never with the token in it)."""

@@ -9,11 +9,18 @@ the text, and the explanation a person needs written into it:
   message went, and retrying could send it twice, so it is kept as dead (``554``) for a person to look at.
 - ``429`` and ``5xx``: deferred (``451``), after ``Retry-After`` when Graph gives one.
 - ``400`` (MIME content Graph cannot read, no valid recipient...), ``413`` and ``ErrorSendAsDenied``:
-  the message's own fault, dead with an explanation.
+  the message's own fault, dead with an explanation. (sendMail's 413 does not get here: the session sends
+  such a message the large way instead.)
 - ``403 ErrorAccessDenied`` and ``404``: the app may not send as the relay's mailbox, or Graph does not
   know that mailbox. Every message would fail alike and none is at fault, so these are failures of the
   session (``AuthFailed``, ``UpstreamRefused``): the messages stay queued while an admin fixes the
   permission, as they do for a wrong SMTP password.
+
+A large message goes in steps (``graph_large``: draft, attachments, upload, send), and ``judge_step`` reads
+an answer knowing the step: creating a draft or an attachment needs ``Mail.ReadWrite``, so a 403 there
+keeps the message queued with that explained while small messages still go; an upload URL that answers
+401, 403 or 404 has expired; a 404 after the draft exists means the draft is gone; and
+``ErrorMessageSizeExceeded`` is the mailbox's message size limit (35 MB unless an admin raised it).
 
 Graph's error bodies look like ``{"error": {"code": "ErrorAccessDenied", "message": "Access is denied.
 Check credentials and try again."}}``; the texts vary, so only the codes are matched.
@@ -35,6 +42,8 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 MAX_RETRY_AFTER = 3600.0
 
 Outcome = Literal["delivered", "retry", "dead", "auth", "refused"]
+Step = Literal["draft", "attach", "upload", "send"]
+"""A step of a large message: create the draft, add an attachment, upload its bytes, send the draft."""
 
 
 @dataclass(frozen=True)
@@ -132,8 +141,7 @@ def judge(error: GraphError, mailbox: str, wait: float | None = None) -> Verdict
         return Verdict(
             "dead",
             552,
-            f"552 5.3.0 The message is too large for Graph ({error}): sendMail takes at most 4 MB, about "
-            "3 MB of message once encoded; send large scans through SMTP or in several parts",
+            f"552 5.3.4 The message is too large for Graph ({error}): one request takes at most 4 MB",
         )
     if status == 403 and code == "errorsendasdenied":
         return Verdict(
@@ -172,3 +180,38 @@ def judge(error: GraphError, mailbox: str, wait: float | None = None) -> Verdict
             "addresses the device sends to",
         )
     return Verdict("dead", 554, f"554 5.0.0 Graph refused the message ({error})")
+
+
+def judge_step(step: Step, error: GraphError, mailbox: str, wait: float | None = None) -> Verdict:
+    """The verdict on an answer to one step of a large message (see the module's text), else ``judge``'s."""
+    status, code = error.status, error.code.lower()
+    if code == "errormessagesizeexceeded":
+        return Verdict(
+            "dead",
+            552,
+            f"552 5.3.4 The message is larger than {mailbox} may send ({error}): Exchange Online allows "
+            "35 MB unless an admin raised the mailbox's limit, up to 150 MB",
+        )
+    if step == "upload" and status in (401, 403, 404):
+        return Verdict(
+            "retry",
+            451,
+            f"451 4.4.7 Graph's upload session for an attachment ended before the upload did ({error}); the "
+            f"message stays queued and {_wait(wait)}",
+        )
+    if step in ("draft", "attach") and status == 403 and code != "errorsendasdenied":
+        return Verdict(
+            "retry",
+            451,
+            f"451 4.7.0 Graph refused to build the message as a draft in {mailbox} ({error}): messages over "
+            "about 3 MB are sent from a draft, which needs the Mail.ReadWrite permission (with admin "
+            f"consent) besides Mail.Send; the message stays queued and {_wait(wait)}",
+        )
+    if step != "draft" and status == 404:
+        return Verdict(
+            "retry",
+            451,
+            f"451 4.3.0 The draft of the message went missing in {mailbox} before it was sent ({error}); the "
+            f"message stays queued and {_wait(wait)}",
+        )
+    return judge(error, mailbox, wait)

@@ -7,13 +7,11 @@ relay does with each: 202 delivered, 429 honoured with Retry-After, 401 refreshi
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import email
 import email.policy
 import logging
 import time
-from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -35,12 +33,22 @@ from relaywizard.relay.upstream_session import (
     UpstreamRefused,
     UpstreamUnavailable,
 )
-from tests.lab.graph import DROP, FakeGraph, Reply, error, fake_graph, throttled
-
-MAILBOX = "scanner@contoso.example"
-ALICE = "alice@contoso.example"
-BOB = "bob@contoso.example"
-TOKEN = "eyJ0eXAiOiJKV1QiLCJub25jZSI6InNlY3JldC10b2tlbi0x"  # looks like a JWT; must never leak
+from tests.lab.graph import (
+    ALICE,
+    BOB,
+    DROP,
+    MAILBOX,
+    TOKEN,
+    FakeGraph,
+    Reply,
+    Sleeps,
+    Tokens,
+    error,
+    graph_fixture,  # noqa: F401  (the fixture ``graph``)
+    session_for,
+    throttled,
+)
+from tests.lab.graph import send_one as send_graph
 
 
 def message(to: str = ALICE, extra: str = "") -> bytes:
@@ -56,61 +64,10 @@ def parse(data: bytes) -> EmailMessage:
     return parsed
 
 
-class Tokens:
-    """A token source: token N+1 after the N-th rejection; counts calls."""
-
-    def __init__(self, *tokens: str, fail: Exception | None = None) -> None:
-        self.tokens = list(tokens) or [TOKEN]
-        self.fail = fail
-        self.calls = 0
-        self.rejections = 0
-
-    async def __call__(self) -> str:
-        self.calls += 1
-        if self.fail is not None:
-            raise self.fail
-        return self.tokens[min(self.rejections, len(self.tokens) - 1)]
-
-    def rejected(self) -> None:
-        self.rejections += 1
-
-
-class Sleeps(list[float]):
-    """The session's sleep: records each wait and yields, so Retry-After is proven without waiting."""
-
-    async def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-        await asyncio.sleep(0)
-
-
-@pytest.fixture
-def graph(tmp_path: Path) -> Iterator[FakeGraph]:
-    with fake_graph(tmp_path / "graph") as running:
-        yield running
-
-
-def session_for(graph: FakeGraph, tokens: Tokens | None = None, **kwargs: Any) -> GraphSession:
-    tokens = tokens or Tokens()
-    options: dict[str, Any] = {
-        "on_rejected": tokens.rejected,
-        "base_url": graph.base_url,
-        "context": graph_context(str(graph.ca_file)),
-        "timeout": 10.0,
-        "trust_env": False,
-        "sleep": Sleeps(),
-    }
-    options.update(kwargs)
-    return GraphSession(MAILBOX, tokens, **options)
-
-
 async def send_one(
     session: GraphSession, content: bytes | None = None, rcpts: list[str] | None = None
 ) -> Any:
-    await session.ready()
-    try:
-        return await session.send(MAILBOX, rcpts or [ALICE], [content or message()])
-    finally:
-        await session.close()
+    return await send_graph(session, content or message(), rcpts)
 
 
 # -- the message Graph gets --------------------------------------------------------------------------------
@@ -267,22 +224,22 @@ async def test_404_says_graph_does_not_know_the_mailbox(graph: FakeGraph) -> Non
     assert "ErrorInvalidUser" in refused.value.text
 
 
-async def test_413_is_dead_and_says_the_limit(graph: FakeGraph) -> None:
+async def test_a_413_to_sendmail_sends_the_message_the_large_way(graph: FakeGraph) -> None:
+    """Graph's limit turned out lower than the relay took it to be: the draft way takes any size."""
     graph.answer(error(413, "RequestEntityTooLarge", "The request is too large."))
     result = await send_one(session_for(graph))
-    assert result.code == 552
-    assert not result.ok
-    assert "too large for Graph" in result.reply
-    assert "4 MB" in result.reply
+    assert result.ok
+    assert graph.routes() == [("sendMail", 413), ("draft", 201), ("send", 202)]
+    assert graph.messages[0].message["subject"] == "Scan"
 
 
-async def test_a_message_over_the_request_limit_is_not_uploaded(graph: FakeGraph) -> None:
+async def test_a_message_over_the_request_limit_is_not_sent_with_sendmail(graph: FakeGraph) -> None:
     big = message() + b"x" * 3_200_000 + b"\r\n"
     assert request_size(len(big)) > 4 * 1024 * 1024
     result = await send_one(session_for(graph), big)
-    assert result.code == 552
-    assert "too large for Graph" in result.reply
-    assert graph.requests == []
+    assert result.ok
+    assert [route for route, _ in graph.routes()] == ["draft", "send"]  # details: test_graph_large.py
+    assert graph.sent == []
 
 
 async def test_400_mime_content_invalid_is_dead_and_explained(graph: FakeGraph) -> None:

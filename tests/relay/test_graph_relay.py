@@ -10,10 +10,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import random
+import smtplib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import SMTP
 from pathlib import Path
 from typing import Any
 
@@ -32,26 +36,24 @@ from relaywizard.relay.graph import graph_factory
 from relaywizard.relay.model import State, Upstream
 from relaywizard.relay.spool import Spool
 from relaywizard.relay.upstream_session import ForwarderConfigError
+from tests.cli import test_relay_oauth as oauth_cli
 from tests.helpers import assert_one_sentence_error, run_cli
-from tests.lab.graph import FakeGraph, error, fake_graph, throttled
+from tests.lab.authority import FakeAuthority
+from tests.lab.graph import (
+    ALICE,
+    BOB,
+    MAILBOX,
+    TOKEN,
+    FakeGraph,
+    Tokens,
+    error,
+    graph_fixture,  # noqa: F401  (the fixture ``graph``)
+    throttled,
+)
+from tests.lab.process import free_port
 from tests.relay.forwarder_fakes import Events, make_envelope, wait_until
 
-MAILBOX = "scanner@contoso.example"
-ALICE = "alice@contoso.example"
-BOB = "bob@contoso.example"
-TOKEN = "graph-token-that-must-stay-secret"
-
-
-class Tokens:
-    def __init__(self, *tokens: str) -> None:
-        self.tokens = list(tokens) or [TOKEN]
-        self.rejections = 0
-
-    async def __call__(self) -> str:
-        return self.tokens[min(self.rejections, len(self.tokens) - 1)]
-
-    def rejected(self) -> None:
-        self.rejections += 1
+keyring_env = oauth_cli.keyring_env  # the fixture: the app's client secret in a private keyring
 
 
 def content(subject: str) -> bytes:
@@ -63,12 +65,6 @@ def content(subject: str) -> bytes:
 
 def upstream(graph: FakeGraph) -> Upstream:
     return Upstream(host="127.0.0.1", port=443, user=MAILBOX, ca_file=str(graph.ca_file), timeout=10.0)
-
-
-@pytest.fixture
-def graph(tmp_path: Path) -> Iterator[FakeGraph]:
-    with fake_graph(tmp_path / "graph") as running:
-        yield running
 
 
 @dataclass
@@ -260,6 +256,53 @@ async def test_the_relay_takes_smtp_from_a_device_and_delivers_through_graph(
     assert f"To: {ALICE}\r\n".encode() in message
     assert f"Bcc: {BOB}\r\n".encode() in message  # in the envelope, not in the header: a blind copy
     assert b"Subject: from the scanner\r\n" in message
+
+
+@pytest.mark.keyring
+def test_relay_graph_delivers_a_large_scan_from_smtp_as_a_draft(
+    authority: FakeAuthority, keyring_env: dict[str, str], graph: FakeGraph, tmp_path: Path
+) -> None:
+    """``relaywizard relay --graph``, a scanner's 6 MB PDF by SMTP: delivered byte for byte, the large way."""
+    pdf = b"%PDF-1.4\n" + random.Random(7).randbytes(6 * 1024 * 1024)
+    scan = EmailMessage()
+    scan["From"], scan["To"], scan["Subject"] = "scanner@office.example", ALICE, "Scan 6 MB"
+    scan.set_content("Scanned 40 pages.")
+    scan.add_attachment(pdf, maintype="application", subtype="pdf", filename="scan.pdf")
+    port = free_port("127.0.0.1")
+    args = ["relay", "--listen", f"127.0.0.1:{port}", "--allow", "127.0.0.1/32", "--rate", "0", "-v"]
+    args += ["--spool", str(tmp_path / "spool"), "--graph", graph.base_url]
+    args += [
+        "--ca-file",
+        str(authority.trust_with(graph.ca_file)),
+        "--auth",
+        "oauth-app",
+        *authority.cli_args(),
+    ]
+    args += ["--user", oauth_cli.APP, "--profile", oauth_cli.PROFILE]
+    relay = oauth_cli.Relay(args, keyring_env, tmp_path / "home")
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+            smtp.sendmail("copier@office.example", [ALICE, BOB], scan.as_bytes(policy=SMTP))
+        [sent] = graph.wait_for_messages(1, within=20)
+    finally:
+        log = relay.log()
+    assert [route for route, _ in graph.routes()] == ["draft", "uploadSession", "upload", "upload", "send"]
+    assert sent.upn == oauth_cli.APP
+    assert sent.message["subject"] == "Scan 6 MB"
+    assert sent.message["body"]["content"].strip() == "Scanned 40 pages."
+    assert sent.message["toRecipients"] == [{"emailAddress": {"address": ALICE}}]
+    assert sent.message["bccRecipients"] == [{"emailAddress": {"address": BOB}}]  # envelope only: blind
+    [attached] = sent.attachments
+    assert (attached.name, attached.content_type, attached.data == pdf) == (
+        "scan.pdf",
+        "application/pdf",
+        True,
+    )
+    assert graph.drafts == {}
+    upload = next(r.path for r in graph.requests if r.route == "upload")
+    assert "HTTP Request: PUT" in log  # -v logs each request, but not the upload URL's own token
+    assert upload.split("authtoken=")[1] not in log
+    assert authority.issued[0] not in log
 
 
 # -- settings and command line -------------------------------------------------------------------------
