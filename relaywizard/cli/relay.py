@@ -94,6 +94,13 @@ def add_relay_options(parser: argparse.ArgumentParser) -> None:
         metavar="DOMAIN",
         help="internal-only mode: only these domains may be mailed (repeatable)",
     )
+    parser.add_argument(
+        "--bare-lf",
+        choices=("refuse", "normalize"),
+        help="a message whose lines end with LF alone: refuse it (the default; such line ends are how SMTP "
+        "smuggling works) or normalize them to CRLF, for devices whose software sends them; the data "
+        "still ends only at CRLF.CRLF",
+    )
     parser.add_argument("--tls-cert", metavar="PEM", help="certificate chain for STARTTLS offered to devices")
     parser.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     parser.add_argument(
@@ -157,6 +164,7 @@ def options_from(args: argparse.Namespace) -> RelayOptions:
         client_id=args.client_id,
         authority=args.authority,
         device_senders=tuple(args.device_sender),
+        bare_lf=args.bare_lf,
     )
 
 

@@ -63,6 +63,7 @@ CURRENT_VERSION = 1
 METHODS = ("smtp-auth", "direct-send", "connector")
 AUTH_KINDS = ("password", "oauth-app", "oauth-delegated", "none")
 TLS_MODES = ("starttls", "implicit", "none")
+BARE_LF_MODES = ("refuse", "normalize")
 # Direct Send and a connector relay do not sign in, so only they may go without AUTH or without TLS.
 UNAUTHENTICATED_METHODS = ("direct-send", "connector")
 OAUTH_KINDS = ("oauth-app", "oauth-delegated")
@@ -137,6 +138,7 @@ class RelaySettings:
     tls_cert: str | None = None  # PEM certificate chain for STARTTLS offered to devices
     tls_key: str | None = None
     senders: dict[str, str] = field(default_factory=dict)  # device (address, network, login:NAME) -> sender
+    bare_lf: str = "refuse"  # a message with LF-only line ends: "refuse" (550 5.6.0) or "normalize" to CRLF
 
 
 @dataclass(slots=True, kw_only=True)
@@ -463,6 +465,11 @@ class _Checker:
                 "relay.max_message_size",
                 lambda v: validate.positive_int(v, "message size", MIN_MESSAGE_SIZE, MAX_MESSAGE_SIZE),
                 relay.max_message_size,
+            ),
+            bare_lf=self.value(
+                "relay.bare_lf",
+                lambda v: validate.choice(v, BARE_LF_MODES, "bare LF handling"),
+                relay.bare_lf,
             ),
         )
 

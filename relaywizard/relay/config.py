@@ -20,6 +20,7 @@ from relaywizard.core.errors import ConfigError
 from relaywizard.core.paths import AppPaths
 from relaywizard.core.settings import DEFAULT_LISTEN, Settings
 from relaywizard.relay.model import TlsMode, Upstream
+from relaywizard.relay.policy import BareLf
 from relaywizard.relay.senders import SenderMap, SenderRule, parse_rule
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -55,6 +56,8 @@ class RelayOptions:
     """Deliver through Microsoft Graph at this base URL; "" means the default (``--graph`` alone)."""
     device_senders: tuple[str, ...] = ()
     """``DEVICE=ADDRESS`` pairs (``--device-sender``), added to the settings' ``[relay.senders]``."""
+    bare_lf: BareLf | None = None
+    """``--bare-lf``: refuse a message with LF-only line ends, or normalize them to CRLF."""
 
 
 def device_profile(login: str) -> str:
@@ -98,6 +101,8 @@ class RelayConfig:
     """oauth-app: the day the app's client secret expires, for the warnings ahead of it."""
     device_senders: tuple[SenderRule, ...] = ()
     """A sender per device; devices no rule names send as ``sender``."""
+    bare_lf: BareLf = "refuse"
+    """What the inbound server does with LF-only line ends (see ``InboundPolicy.bare_lf``)."""
 
     def sender_map(self) -> SenderMap:
         return SenderMap(self.device_senders, self.sender)
@@ -267,6 +272,7 @@ def resolve(settings: Settings, options: RelayOptions, paths: AppPaths) -> Relay
         authority=options.authority or (profile.authority if profile else None),
         graph_url=graph_url,
         device_senders=_device_senders(relay.senders, options.device_senders),
+        bare_lf=options.bare_lf or cast(BareLf, relay.bare_lf),
         app_valid_until=dt.date.fromisoformat(profile.app_valid_until)
         if profile and profile.app_valid_until
         else None,

@@ -89,6 +89,7 @@ class Relay:
                 auth_networks=self.config.auth_networks,
                 allowed_recipient_domains=self.config.recipient_domains,
                 max_message_size=self.config.max_message_size,
+                bare_lf=self.config.bare_lf,
                 tls_context=inbound_tls(self.config),
             )
             self._server = await start_inbound(

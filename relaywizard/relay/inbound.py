@@ -12,7 +12,8 @@ What this module adds to aiosmtpd 1.4.6, and why:
   kept once in memory and written to the spool as they are (a 35 MB scan is not copied three times).
 - SMTP smuggling: DATA ends only at CRLF.CRLF (a bare LF or CR never ends it). On top of that, any
   bare LF or CR in the data refuses the whole message (550 5.6.0), so nothing ambiguous is ever
-  queued and later handed to a server that might read it differently.
+  queued and later handed to a server that might read it differently; for devices whose software
+  ends lines with LF alone, ``bare_lf = "normalize"`` turns each bare LF into CRLF instead.
 - Durability: 250 only after ``spool.accept`` returned (the message is on disk); a spool error is a 451.
 - Readable replies: aiosmtpd's terse size and line-length replies are rewritten with enhanced codes.
 - Limits: sessions at once (421 4.7.0), recipients (452 4.5.3), size (aiosmtpd's SIZE at MAIL FROM,
@@ -68,6 +69,7 @@ assert _BARE is not None
 BARE_LINE_END: Reply = _BARE
 _SAFE_HELO = re.compile(r"[^A-Za-z0-9.:_\[\]-]")
 _UNRECOGNISED = re.compile(r'command ".*" not recognized')
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _PLAIN_PATH = re.compile(rf"[ \t]*<({_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*)>[ \t]*")
@@ -177,6 +179,8 @@ async def read_data(reader: asyncio.StreamReader, policy: InboundPolicy) -> Mess
     - The end is only a line "." after CRLF (or at the very start): ``<LF>.<LF>``, ``<CR>.<CR><LF>``
       and the like are data, never the end, so nothing can be smuggled in behind them.
     - A bare CR or LF anywhere refuses the message (550 5.6.0); see ``policy.bare_line_ending_refusal``.
+      With ``policy.bare_lf == "normalize"`` a bare LF is taken as a line end and stored as CRLF (also
+      for the unstuffing and the line length); the end is still only CRLF.CRLF, and a bare CR refuses.
     - Dot-unstuffing: a line starting with "." loses that dot.
     - A line longer than ``policy.max_line_length`` (after unstuffing) and data over
       ``policy.max_message_size`` refuse the message; the rest of it is then read and thrown away,
@@ -188,6 +192,7 @@ async def read_data(reader: asyncio.StreamReader, policy: InboundPolicy) -> Mess
     pending = b"\r\n"  # since the last CRLF; starts with one, so a "." first thing is an end too
     first = True
     too_much = too_long = bare = False
+    normalize = policy.bare_lf == "normalize"
     while True:
         try:
             piece = await reader.readuntil(b".\r\n")
@@ -212,13 +217,21 @@ async def read_data(reader: asyncio.StreamReader, policy: InboundPolicy) -> Mess
         if end:
             complete, pending = data[:-3], b""
         else:
-            cut = data.rfind(b"\r\n")
+            if normalize:  # lines may end with LF alone: cut at the last line end of either kind
+                cut = data.rfind(b"\n")
+                if cut > 0 and data[cut - 1] == 0x0D:  # a CRLF: cut before its CR
+                    cut -= 1
+            else:
+                cut = data.rfind(b"\r\n")
             complete, pending = data[:cut], data[cut:]
             too_long = len(pending) > line_limit
         if complete:
             # ``complete`` starts with a CRLF and holds whole lines: the counts and the unstuffing
             # never see a CRLF or a line start cut in two.
             pairs = complete.count(b"\r\n")
+            if normalize and complete.count(b"\n") != pairs:
+                complete = _BARE_LF.sub(b"\r\n", complete)
+                pairs = complete.count(b"\r\n")
             bare = complete.count(b"\r") != pairs or complete.count(b"\n") != pairs
             text = complete.replace(b"\r\n.", b"\r\n")
             too_long = too_long or policy.long_line_refusal(text) is not None

@@ -14,11 +14,14 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Literal
 
 from relaywizard.core.errors import ConfigError
 
 __all__ = [
+    "BARE_LF_CHOICES",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "BareLf",
     "InboundPolicy",
     "Network",
     "Reply",
@@ -82,6 +85,10 @@ def _size_text(size: int) -> str:
     return f"{shown} MB ({size} bytes)"
 
 
+BareLf = Literal["refuse", "normalize"]
+BARE_LF_CHOICES: tuple[BareLf, ...] = ("refuse", "normalize")
+
+
 @dataclass(frozen=True)
 class InboundPolicy:
     """What the inbound server accepts. Built by the engine from the settings; holds no secret."""
@@ -107,6 +114,10 @@ class InboundPolicy:
     """Offer STARTTLS when set (the relay's own certificate)."""
     idle_timeout: float = 300.0
     """Seconds a session may stay silent (RFC 5321 §4.5.3.2 suggests 5 minutes)."""
+    bare_lf: BareLf = "refuse"
+    """A bare LF in a message: "refuse" it (550 5.6.0), or "normalize" it to CRLF for devices whose
+    software ends lines with LF alone (Postfix's ``smtpd_forbid_bare_newline = normalize``). Either way
+    the data ends only at CRLF.CRLF, and a bare CR is refused."""
 
     def __post_init__(self) -> None:
         for name, value, minimum in (
@@ -125,6 +136,10 @@ class InboundPolicy:
             )
         if self.allowed_recipient_domains is not None and not self.allowed_recipient_domains:
             raise ConfigError("Internal-only mode needs at least one recipient domain.")
+        if self.bare_lf not in BARE_LF_CHOICES:
+            raise ConfigError(
+                f"The relay's bare LF handling must be refuse or normalize, not {self.bare_lf!r}."
+            )
 
     # -- clients ------------------------------------------------------------------------------------------
 

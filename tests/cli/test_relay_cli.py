@@ -437,3 +437,57 @@ def test_a_device_account_without_a_stored_password_exits_2(
         home=tmp_path,
     )
     assert_one_sentence_error(result, "device-nobody-here")
+
+
+def send_with_bare_lf(port: int, subject: str) -> str:
+    """What some device firmware sends: header and body lines ending with LF alone (smtplib would mend
+    them, so by hand), the data ended correctly with CRLF.CRLF. Returns the reply to the end of data."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        replies = connection.makefile("rb")
+
+        def command(line: bytes) -> str:
+            connection.sendall(line)
+            while (reply := replies.readline().decode())[3:4] == "-":
+                pass
+            return reply.strip()
+
+        assert replies.readline().startswith(b"220")
+        for line in (
+            b"EHLO mfp\r\n",
+            b"MAIL FROM:<printer@office.example>\r\n",
+            b"RCPT TO:<alice@lab.test>\r\n",
+        ):
+            assert command(line)[0] == "2"
+        assert command(b"DATA\r\n").startswith("354")
+        body = f"From: printer@office.example\nTo: alice@lab.test\nSubject: {subject}\n\nPage 1\nPage 2\r\n"
+        answer = command(body.encode() + b".\r\n")
+        command(b"QUIT\r\n")
+        return answer
+
+
+def test_bare_lf_from_a_device_is_refused_by_default_and_delivered_when_normalized(
+    lab: Lab, keyring_env: dict[str, str], tmp_path: Path
+) -> None:
+    strict = RelayProcess(lab, keyring_env, tmp_path / "home", tmp_path / "strict")
+    try:
+        answer = send_with_bare_lf(strict.port, f"strict {uuid.uuid4()}")
+        assert answer.startswith("550 5.6.0 Bare LF/CR not allowed"), answer
+    finally:
+        strict.stop()
+    normalizing = RelayProcess(
+        lab, keyring_env, tmp_path / "home", tmp_path / "normalizing", "--bare-lf", "normalize"
+    )
+    try:
+        subject = f"normalized {uuid.uuid4()}"
+        assert send_with_bare_lf(normalizing.port, subject).startswith("250 2.0.0 Queued as")
+        assert delivered(lab, "alice@lab.test", {subject})[subject] == 1
+        path = next(
+            p for p in lab.message_files("alice@lab.test") if subject in p.read_text(errors="replace")
+        )
+        message = email.message_from_bytes(path.read_bytes())
+        assert message["Subject"] == subject
+        assert message.get_payload().splitlines() == ["Page 1", "Page 2"]
+    finally:
+        assert normalizing.stop()[0] == 0

@@ -300,6 +300,7 @@ def test_a_suggestion_becomes_the_hint() -> None:
         ("[relay]\nconnections = 101", "relay.connections", "from 1 to 100, not 101"),
         ("[relay]\nconnections = 2.5", "relay.connections", "not 2.5"),
         ("[relay]\nmax_message_size = 10", "relay.max_message_size", "from 1024 to 157286400"),
+        ('[relay]\nbare_lf = "accept"', "relay.bare_lf", "'refuse' or 'normalize'"),
         ("[relay]\nspool = []", "relay.spool", "must be a file or folder path"),
         ('[relay]\nprofile = "bad name"', "relay.profile", "must be a valid profile name"),
         ('default_profile = "bad name"', "default_profile", "must be a valid profile name"),
@@ -764,11 +765,14 @@ def test_relay_device_accounts_auth_networks_recipient_domains_and_tls_round_tri
         'tls_cert = "/etc/relay/cert.pem"\ntls_key = "/etc/relay/key.pem"\n'
     )
     relay = load(path).relay
+    assert relay.bare_lf == "refuse"  # the default: such line ends are how SMTP smuggling works
     assert relay.devices == ["scanner1", "copier"]
     assert relay.auth_networks == ["192.168.1.7/32"]
     assert relay.recipient_domains == ["contoso.com"]
     save(load(path), path)
     assert load(path).relay.tls_key == "/etc/relay/key.pem"
+    path.write_text(path.read_text().replace('bare_lf = "refuse"', 'bare_lf = "Normalize"'))
+    assert load(path).relay.bare_lf == "normalize"
 
 
 @pytest.mark.parametrize(

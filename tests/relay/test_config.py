@@ -53,3 +53,13 @@ def test_the_apps_secret_expiry_comes_from_the_profile(tmp_path: Path) -> None:
     )
     config = resolve(chosen, RelayOptions(), AppPaths.under(tmp_path))
     assert config.app_valid_until == dt.date(2027, 6, 30)
+
+
+def test_bare_lf_comes_from_the_option_else_the_settings_else_refuse(tmp_path: Path) -> None:
+    paths = AppPaths.under(tmp_path)
+    fields = {"method": "smtp-auth", "smtp_host": "smtp.office365.com", "user": "scanner@contoso.com"}
+    chosen = with_profile(**fields)
+    assert resolve(chosen, RelayOptions(), paths).bare_lf == "refuse"
+    chosen.relay.bare_lf = "normalize"
+    assert resolve(chosen, RelayOptions(), paths).bare_lf == "normalize"
+    assert resolve(chosen, RelayOptions(bare_lf="refuse"), paths).bare_lf == "refuse"

@@ -941,3 +941,61 @@ async def test_random_malformed_commands_get_ordinary_refusals_never_an_internal
         await client.close()
     assert len(answers) > 300
     assert not [r for r in caplog.records if "internal error" in r.getMessage()]
+
+
+# -- bare LF normalized (for devices whose software ends lines with LF alone) ------------------------------
+
+# The end of data is still only CRLF.CRLF (as with Postfix's "normalize"): the last line ends with CRLF.
+LF_MESSAGE = b"Subject: lf\n\n..leading\n...\nend.\r\nmixed\r\n\nlast\r\n"
+LF_STORED = b"Subject: lf\r\n\r\n.leading\r\n..\r\nend.\r\nmixed\r\n\r\nlast\r\n"
+
+
+@pytest.mark.parametrize("cut", range(1, len(LF_MESSAGE) + 4))
+async def test_normalized_bare_lf_gives_the_same_at_any_cut(cut: int) -> None:
+    data, rest = await read_in_pieces(LF_MESSAGE + b".\r\nQUIT\r\n", [cut, cut + 5], bare_lf="normalize")
+    assert data.refusal is None
+    assert joined(data) == LF_STORED
+    assert data.size == len(LF_STORED)
+    assert rest == b"QUIT\r\n"
+
+
+@pytest.mark.parametrize("separator", [*SMUGGLING.values(), b"\r\n.\r\r\n", b"\n.\r\r\n"])
+@pytest.mark.parametrize("cut", [1, 5, 17, 18, 19, 20, 21, 22])
+async def test_normalizing_bare_lf_never_ends_at_a_smuggled_end(separator: bytes, cut: int) -> None:
+    stream = b"Subject: first\r\n\r\nHello" + separator + SMUGGLED + b".\r\nNOOP\r\n"
+    data, rest = await read_in_pieces(stream, [cut], bare_lf="normalize")
+    assert rest == b"NOOP\r\n"  # one message: what follows the separator is its content
+    if b"\r" in separator.replace(b"\r\n", b""):
+        assert str(data.refusal).startswith("550 5.6.0 ")  # a bare CR is still refused
+    else:
+        assert data.refusal is None
+        stored = joined(data)
+        assert stored.count(b"\n") == stored.count(b"\r\n")
+        assert b"Pay the invoice." in stored  # kept as text of the one message, never a second one
+        assert not stored.endswith(b"\r\n.\r\n")
+
+
+async def test_normalizing_keeps_long_lines_of_lf_text_apart_and_limits_each() -> None:
+    lines = b"".join(b"line %05d " % n + b"x" * 60 + b"\n" for n in range(20_000))  # 1.4 MB, LF only
+    cuts = list(range(65536, len(lines), 65536))
+    data, _ = await read_in_pieces(b"Subject: x\n\n" + lines + b"\r\n.\r\n", cuts, bare_lf="normalize")
+    assert data.refusal is None
+    assert joined(data) == b"Subject: x\r\n\r\n" + lines.replace(b"\n", b"\r\n") + b"\r\n"
+    too_long = b"Subject: x\n\n" + b"y" * 1200 + b"\n\r\n.\r\n"
+    data, _ = await read_in_pieces(too_long, [100], bare_lf="normalize")
+    assert str(data.refusal).startswith("500 5.5.2 Line too long")
+
+
+async def test_a_device_sending_bare_lf_is_refused_or_normalized_as_configured(
+    relay_factory: Starter,
+) -> None:
+    for mode, expected in (("refuse", "550 5.6.0"), ("normalize", "250 ")):
+        relay = await relay_factory(bare_lf=mode)
+        client = await RawClient.connect(relay.port)
+        await client.start_mail()
+        assert (await client.cmd("DATA")).startswith("354")
+        await client.send(b"Subject: scan\nFrom: scanner@lab.test\n\nPage 1\r\n")
+        assert (await client.cmd(".")).startswith(expected)
+        await client.close()
+    [(_, content)] = await relay.messages()
+    assert content.endswith(b"Subject: scan\r\nFrom: scanner@lab.test\r\n\r\nPage 1\r\n")
