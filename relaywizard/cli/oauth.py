@@ -205,10 +205,13 @@ def relay_credentials(config: RelayConfig, *, secret_expires: date | None = None
         raise ConfigError(exc.message, hint=exc.hint) from None
     from relaywizard.auth.upstream import SourceCredentials
 
-    if config.graph_url is not None:  # a token for Graph (Mail.Send), not for SMTP
+    if config.graph_url is not None:  # a token for Graph (Mail.Send; Mail.ReadWrite for large messages)
+        from relaywizard.core.m365 import GRAPH_LARGE_PERMISSION, GRAPH_PERMISSION
         from relaywizard.relay.graph import GRAPH_SCOPE
 
-        graph = (GRAPH_SCOPE,) if config.auth == "oauth-app" else ("https://graph.microsoft.com/Mail.Send",)
+        permissions = (GRAPH_PERMISSION, GRAPH_LARGE_PERMISSION)
+        delegated = tuple(f"https://graph.microsoft.com/{permission}" for permission in permissions)
+        graph = (GRAPH_SCOPE,) if config.auth == "oauth-app" else delegated
         settings = dataclasses.replace(settings, resource_scopes=graph)
     secret = SecretStore().get(config.profile) if config.auth == "oauth-app" and config.profile else None
     return SourceCredentials(token_source(settings, secret), secret_expires=secret_expires)

@@ -109,8 +109,9 @@ def add_relay_options(parser: argparse.ArgumentParser) -> None:
         const="",  # --graph alone: Microsoft's Graph (relay/config.py DEFAULT_GRAPH_URL)
         metavar="URL",
         help="deliver through Microsoft Graph's sendMail instead of SMTP, for tenants that turn SMTP AUTH "
-        "off: as the mailbox --user, with an app-only token (--auth oauth-app, application permission "
-        "Mail.Send, scope https://graph.microsoft.com/.default); URL is Graph's base, by default "
+        "off: as the mailbox --user, with an app-only token (--auth oauth-app, application permissions "
+        "Mail.Send and, for messages over about 3 MB, which go as a draft with uploaded attachments, "
+        "Mail.ReadWrite; scope https://graph.microsoft.com/.default); URL is Graph's base, by default "
         "https://graph.microsoft.com/v1.0",
     )
 

@@ -193,7 +193,8 @@ def resolve(settings: Settings, options: RelayOptions, paths: AppPaths) -> Relay
     if graph_url and auth not in ("oauth-app", "oauth-delegated"):
         raise ConfigError(
             f"Microsoft Graph takes only OAuth tokens, not {auth} authentication: give --auth oauth-app "
-            "(app permission Mail.Send) or --auth oauth-delegated, and --user with the mailbox to send as.",
+            "(app permissions Mail.Send, and Mail.ReadWrite for messages over about 3 MB) or --auth "
+            "oauth-delegated, and --user with the mailbox to send as.",
         )
     if auth != "none" and not user:
         raise ConfigError(
