@@ -82,6 +82,20 @@ def open_oauth_page(
     return wizard, page, panel
 
 
+def open_delegated(
+    qtbot: QtBot, tmp_path: Path, keyring: MemoryKeyring, authority: FakeAuthority
+) -> tuple[SetupWizard, CredentialsPage, OAuthPanel]:
+    """The OAuth page for the mailbox oauth@lab.test signing in (delegated) at the fake authority."""
+    return open_oauth_page(
+        qtbot,
+        tmp_path,
+        keyring,
+        mailbox="oauth@lab.test",
+        authority=authority.url,
+        ca_file=str(authority.ca_file),
+    )
+
+
 def one_sentence(text: str) -> None:
     assert text
     assert "\n" not in text
@@ -96,14 +110,7 @@ def test_device_code_is_shown_copied_opened_and_the_sign_in_saved(
     authority.pending_polls = 2  # the person takes a moment: two polls answer authorization_pending
 
     async def scenario() -> None:
-        _wizard, page, panel = open_oauth_page(
-            qtbot,
-            tmp_path,
-            keyring,
-            mailbox="oauth@lab.test",
-            authority=authority.url,
-            ca_file=str(authority.ca_file),
-        )
+        _wizard, page, panel = open_delegated(qtbot, tmp_path, keyring, authority)
         assert not page.isComplete()  # nobody signed in yet
         async with LoopWatch() as watch:
             qtbot.mouseClick(panel.sign_in, Qt.MouseButton.LeftButton)
@@ -145,14 +152,7 @@ def test_a_refused_sign_in_is_one_sentence(
     authority.refuse(65001, "invalid_grant", grant="urn:ietf:params:oauth:grant-type:device_code")
 
     async def scenario() -> None:
-        _wizard, page, panel = open_oauth_page(
-            qtbot,
-            tmp_path,
-            MemoryKeyring(),
-            mailbox="oauth@lab.test",
-            authority=authority.url,
-            ca_file=str(authority.ca_file),
-        )
+        _wizard, page, panel = open_delegated(qtbot, tmp_path, MemoryKeyring(), authority)
         qtbot.mouseClick(panel.sign_in, Qt.MouseButton.LeftButton)
         await until(lambda: not panel.busy, within=15, what="the refusal")
         text = panel.sign_in_status.text()
@@ -172,14 +172,7 @@ def test_cancelling_the_sign_in_stops_waiting_at_once(
     authority.pending_polls = 1000
 
     async def scenario() -> None:
-        _wizard, page, panel = open_oauth_page(
-            qtbot,
-            tmp_path,
-            MemoryKeyring(),
-            mailbox="oauth@lab.test",
-            authority=authority.url,
-            ca_file=str(authority.ca_file),
-        )
+        _wizard, page, panel = open_delegated(qtbot, tmp_path, MemoryKeyring(), authority)
         qtbot.mouseClick(panel.sign_in, Qt.MouseButton.LeftButton)
         await until(lambda: panel.code_frame.isVisible(), within=10, what="the code shown")
         clicked = time.monotonic()
@@ -209,14 +202,7 @@ def test_browser_sign_in_is_saved_and_the_window_stays_responsive(
     keyring = MemoryKeyring()
 
     async def scenario() -> None:
-        _wizard, page, panel = open_oauth_page(
-            qtbot,
-            tmp_path,
-            keyring,
-            mailbox="oauth@lab.test",
-            authority=authority.url,
-            ca_file=str(authority.ca_file),
-        )
+        _wizard, page, panel = open_delegated(qtbot, tmp_path, keyring, authority)
         async with LoopWatch() as watch:
             qtbot.mouseClick(panel.sign_in_browser, Qt.MouseButton.LeftButton)
             assert panel.waiting.isVisible()
@@ -255,14 +241,7 @@ def test_a_browser_sign_in_can_be_cancelled_or_run_out_of_time(
     monkeypatch.setenv("BROWSER", "none-here")
 
     async def scenario() -> None:
-        _wizard, page, panel = open_oauth_page(
-            qtbot,
-            tmp_path,
-            MemoryKeyring(),
-            mailbox="oauth@lab.test",
-            authority=authority.url,
-            ca_file=str(authority.ca_file),
-        )
+        _wizard, page, panel = open_delegated(qtbot, tmp_path, MemoryKeyring(), authority)
         qtbot.mouseClick(panel.sign_in_browser, Qt.MouseButton.LeftButton)
         await asyncio.sleep(0.5)
         clicked = time.monotonic()
