@@ -48,6 +48,8 @@ import email.errors
 import email.header
 import email.message
 import email.parser
+import email.policy
+import email.utils
 import itertools
 import json
 import logging
@@ -56,7 +58,7 @@ import re
 import urllib.parse
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
@@ -83,7 +85,14 @@ MAX_X_HEADER_BYTES = 16 * 1024
 _RESERVED = ("x-ms-exchange-", "x-microsoft-exchange-")
 _JSON = {"Content-Type": "application/json"}
 _MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
-_BLANK_LINE = re.compile(rb"\n\r?\n")
+#: A header field's first line (``Name:``), as mail readers take it; a continuation starts with a blank.
+_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
+_PAD = re.compile(rb"=")
+_BASE64_CHAR = re.compile(rb"[A-Za-z0-9+/]")
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
+#: What may follow a base64 block's padding when another block follows: more blocks, line ends.
+_NOT_BLOCKS = re.compile(rb"[^A-Za-z0-9+/=\r\n]")
+_BLOCK = re.compile(rb"[^=]+")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _MAX_DEPTH = 20
 log = logging.getLogger(__name__)
@@ -160,6 +169,43 @@ class _Slice:
 # -- the message, taken apart -----------------------------------------------------------------------------
 
 
+if TYPE_CHECKING:
+    _Compat32 = email.policy.Compat32[email.message.Message]
+else:
+    _Compat32 = email.policy.Compat32
+
+
+class _Raw(_Compat32):
+    """compat32, but a value with 8-bit bytes comes back as it is, the bytes as surrogates, instead of as a
+    ``Header`` that shows U+FFFD for each of them: ``_readable`` reads them as UTF-8, as Exchange does with
+    the raw UTF-8 subjects and file names devices send."""
+
+    def header_fetch_parse(self, name: str, value: str) -> str:
+        return value
+
+
+_RAW = _Raw()
+
+
+def _readable(text: str) -> str:
+    """Text with the 8-bit bytes the parser kept as surrogates read as UTF-8 (U+FFFD where they are not)."""
+    if text.isascii():
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that was never a byte (a codec made it): nothing to read
+        raw = text.encode("utf-8", "replace")
+    return raw.decode("utf-8", "replace")
+
+
+def _utf8(text: str) -> bytes:
+    """``text`` in UTF-8; surrogates (8-bit header bytes) read by ``_readable`` instead of failing."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _readable(text).encode("utf-8")
+
+
 @dataclass(eq=False)
 class Part:
     """A leaf of the MIME tree: its header fields and a view of its (still encoded) body."""
@@ -175,50 +221,121 @@ class Part:
 
     @property
     def is_attachment(self) -> bool:
-        return self.header.get_content_disposition() == "attachment" or self.header.get_filename() is not None
+        return self.header.get_content_disposition() == "attachment" or self.filename is not None
+
+    @property
+    def filename(self) -> str | None:
+        """``filename`` of Content-Disposition, else ``name`` of Content-Type, RFC 2231 decoded.
+
+        Not ``get_filename``: for raw 8-bit bytes in an RFC 2231 value it answers ``\\udcc3`` escapes,
+        or fails.
+        """
+        for param, where in (("filename", "content-disposition"), ("name", "content-type")):
+            value = self.header.get_param(param, None, where)
+            if isinstance(value, tuple):
+                return _rfc2231(*value).strip()
+            if value is not None:
+                return email.utils.unquote(value).strip()
+        return None
 
     @property
     def content_id(self) -> str | None:
         value = self.header.get("Content-ID")
-        cid = str(value).strip().strip("<>").strip() if value is not None else ""
+        cid = _readable(str(value)).strip().strip("<>").strip() if value is not None else ""
         return cid or None
 
     def decode(self) -> bytes:
         """The body without its transfer encoding."""
+        return bytes(self._decoded())
+
+    def _decoded(self) -> bytes | memoryview:
+        """The body without its transfer encoding; a view of the message when it has none (no copy)."""
         encoding = str(self.header.get("Content-Transfer-Encoding", "")).strip().lower()
         if encoding == "base64":
             return _base64(self.body)
         if encoding == "quoted-printable":
-            return binascii.a2b_qp(bytes(self.body))
-        return bytes(self.body)
+            return binascii.a2b_qp(self.body)  # takes the view as it is: no copy of the encoded body
+        return self.body
 
     def text(self) -> str:
         charset = self.header.get_content_charset() or "utf-8"
         if charset in ("us-ascii", "ascii"):
             charset = "utf-8"  # a superset: 8-bit text that claims ASCII still reads
         try:
-            return self.decode().decode(charset, "replace")
-        except LookupError:
-            return self.decode().decode("utf-8", "replace")
+            return str(self._decoded(), charset, "replace")
+        except (LookupError, ValueError):  # no such codec, or a name no codec can have ("a\0b")
+            return str(self._decoded(), "utf-8", "replace")
 
 
 def _base64(data: memoryview) -> bytes:
+    """Base64 decoded as mail readers decode it: line ends and other characters outside the alphabet are
+    skipped, bad padding is forgiven, and data encoded in blocks, each padded (``QUI=`` then ``Q0Q=``), is
+    read to its end: ``binascii`` would stop at the first padding, and the attachment would arrive cut short.
+    """
+    pad = _PAD.search(data)
+    after = pad.end() if pad is not None else len(data)
+    if _BASE64_CHAR.search(data, after) and not _NOT_BLOCKS.search(data, after):  # no footer after it
+        decoded = bytearray()
+        for block in _BLOCK.finditer(data):
+            decoded += _padded(_NOT_BASE64.sub(b"", block.group()))
+        return bytes(decoded)
     try:
         return binascii.a2b_base64(data)  # skips line ends and other characters outside the alphabet
     except binascii.Error:  # bad padding: decode what is there, as mail readers do
-        cleaned = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
-        if len(cleaned) % 4 == 1:
-            cleaned = cleaned[:-1]  # a lone character carries no whole byte
-        return binascii.a2b_base64(cleaned + b"=" * (-len(cleaned) % 4))
+        return _padded(_NOT_BASE64.sub(b"", data))
 
 
-def _split(buffer: bytearray, start: int, end: int) -> tuple[email.message.Message, int, int]:
-    """The header fields of the entity at ``start``, where they end and where its body starts."""
-    if buffer.startswith(b"\n", start) or buffer.startswith(b"\r\n", start):
-        return email.message.Message(), start, min(buffer.index(b"\n", start) + 1, end)
-    blank = _BLANK_LINE.search(buffer, start, end)
-    head_end, body = (blank.start() + 1, blank.end()) if blank else (end, end)
-    return email.parser.BytesHeaderParser().parsebytes(bytes(buffer[start:head_end])), head_end, body
+def _padded(cleaned: bytes) -> bytes:
+    """Base64 without padding or anything outside the alphabet, decoded."""
+    if len(cleaned) % 4 == 1:
+        cleaned = cleaned[:-1]  # a lone character carries no whole byte
+    return binascii.a2b_base64(cleaned + b"=" * (-len(cleaned) % 4))
+
+
+def _rfc2231(charset: str | None, language: str | None, text: str) -> str:
+    """An RFC 2231 value as ``email`` leaves it: its bytes as Latin-1 text (8-bit ones as surrogates)."""
+    try:
+        raw = text.encode("latin-1", "surrogateescape")
+    except UnicodeEncodeError:
+        return _readable(text)
+    try:
+        return raw.decode(charset or "utf-8", "replace")
+    except (LookupError, ValueError):  # no such charset: UTF-8, as for the rest
+        return raw.decode("utf-8", "replace")
+
+
+def _split(buffer: bytearray, start: int, end: int) -> tuple[email.message.Message, bytes, int]:
+    """The header of the entity at ``start`` (parsed, and its fields' bytes) and where its body starts.
+
+    The header ends at the first empty line. A line that is neither a field nor a field's continuation is
+    left out when a field follows it; else the body starts there, as mail readers read a part whose header
+    runs straight into its body (without the empty line, its body would be lost).
+    """
+    fields: list[bytes] = []
+    position = body = start
+    while position < end:
+        line_end = _line_end(buffer, position, end)
+        if buffer[position] == 0x0A or buffer.startswith(b"\r\n", position):
+            body = line_end
+            break
+        if (
+            _FIELD.match(buffer, position, line_end)
+            or (fields and buffer[position] in b" \t")
+            or (position == start and buffer.startswith(b"From ", position))  # an mbox separator
+        ):
+            fields.append(bytes(buffer[position:line_end]))
+        elif not (line_end < end and _FIELD.match(buffer, line_end, _line_end(buffer, line_end, end))):
+            body = position
+            break
+        position = body = line_end
+    raw = b"".join(fields)
+    return email.parser.BytesHeaderParser(policy=_RAW).parsebytes(raw), raw, body
+
+
+def _line_end(buffer: bytearray, start: int, end: int) -> int:
+    """Where the line at ``start`` ends, its LF included."""
+    newline = buffer.find(b"\n", start, end)
+    return end if newline < 0 else newline + 1
 
 
 def _delimited(buffer: bytearray, start: int, end: int, boundary: str) -> list[tuple[int, int]]:
@@ -319,7 +436,7 @@ class Attachment:
         }
         if self.inline and self.content_id:
             meta["contentId"] = self.content_id
-        head = json.dumps(meta, ensure_ascii=False, separators=(",", ":"))[:-1].encode()
+        head = _utf8(json.dumps(meta, ensure_ascii=False, separators=(",", ":"))[:-1])
         return head + b',"contentBytes":"' + base64.b64encode(data) + b'"}'  # base64 needs no escaping
 
 
@@ -346,8 +463,7 @@ class LargeMessage:
 
     @classmethod
     def parse(cls, buffer: bytearray, recipients: Sequence[str]) -> LargeMessage:
-        top, head_end, _ = _split(buffer, 0, len(buffer))
-        raw_header = bytes(buffer[:head_end])
+        top, raw_header, _ = _split(buffer, 0, len(buffer))
         leaves = list(_leaves(buffer, 0, len(buffer)))
         body, attachments = _arrange(leaves)
         draft = _properties(top, raw_header, recipients)
@@ -366,10 +482,11 @@ class LargeMessage:
 
     def draft_request(self, limit: int | None) -> bytes:
         """The JSON that creates the draft. A body too large for one request goes as an attachment."""
-        encoded = _json(self.draft)
-        if limit is None or len(encoded) <= limit:
-            return encoded
         body = self.draft["body"]
+        if limit is None or len(body["content"]) <= limit:  # else its JSON is larger still: not built
+            encoded = _json(self.draft)
+            if limit is None or len(encoded) <= limit:
+                return encoded
         html = body["contentType"] == "html"
         self.attachments.insert(
             0,
@@ -384,18 +501,29 @@ class LargeMessage:
 
 
 def _json(value: object) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _utf8(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
 
 def _arrange(leaves: list[Part]) -> tuple[Part | None, list[Attachment]]:
-    """The body (the first text/html part, else the first text/plain one) and the files to attach."""
+    """The body (the first text/html part, else the first text/plain one) and the files to attach.
+
+    The texts in the other branches of the body's multipart/alternative are other forms of the body and
+    left out; a text in the body's own branch is not (Apple Mail's HTML goes on after an attachment in a
+    multipart/mixed: ``alternative[plain, mixed[html, pdf, html]]``), so it is attached.
+    """
     texts = [p for p in leaves if p.content_type in ("text/html", "text/plain") and not p.is_attachment]
     body = next((p for p in texts if p.content_type == "text/html"), texts[0] if texts else None)
     html = body.text() if body is not None and body.content_type == "text/html" else ""
     alternative = next((a for a in reversed(body.ancestors) if a[1] == "alternative"), None) if body else None
+    branch = _branch(body, alternative) if body is not None and alternative is not None else None
     attachments: list[Attachment] = []
     for number, part in enumerate(leaves, 1):
-        alternative_text = alternative in part.ancestors and any(part is text for text in texts)
+        alternative_text = (
+            alternative is not None
+            and alternative in part.ancestors
+            and any(part is text for text in texts)
+            and (branch is None or _branch(part, alternative) != branch)
+        )
         if part is body or alternative_text:
             continue  # the body, or another form of it (multipart/alternative)
         cid = part.content_id
@@ -409,8 +537,14 @@ def _arrange(leaves: list[Part]) -> tuple[Part | None, list[Attachment]]:
     return body, attachments
 
 
+def _branch(part: Part, alternative: tuple[int, str]) -> tuple[int, str] | None:
+    """The multipart right inside ``alternative`` that ``part`` is in; None when it is a child itself."""
+    inside = part.ancestors[part.ancestors.index(alternative) + 1 :]
+    return inside[0] if inside else None
+
+
 def _file_name(part: Part, number: int) -> str:
-    name = part.header.get_filename()
+    name = part.filename
     if name:
         return _text(name)
     if part.content_type == "message/rfc822":
@@ -421,10 +555,7 @@ def _file_name(part: Part, number: int) -> str:
 
 def _text(value: object) -> str:
     """A header value as text: unfolded, 8-bit bytes read as UTF-8, RFC 2047 words decoded."""
-    raw = str(value)
-    if not raw.isascii():  # raw 8-bit bytes (surrogates) or text already decoded: UTF-8 either way
-        raw = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    raw = _FOLD.sub("", raw).strip()
+    raw = _FOLD.sub("", _readable(str(value))).strip()  # raw 8-bit bytes or text already decoded: UTF-8
     try:
         return str(email.header.make_header(email.header.decode_header(raw)))
     except (LookupError, ValueError, UnicodeError, email.errors.HeaderParseError):
@@ -521,22 +652,33 @@ class _Sending:
             return _lost("Graph created the draft without saying its id")
         draft = f"{messages}/{urllib.parse.quote(draft_id, safe='')}"
         try:
-            for attachment in self.message.attachments:
-                failed = await self._attach(draft, attachment)
-                if failed is not None:
-                    await session.discard(draft)
-                    return failed
-            sent = await session.call("POST", f"{draft}/send")
-            result = session.conclude(sent, self.recipients, "send")
+            result, sent = await self._fill_and_send(draft)
         except asyncio.CancelledError:
             session.discard_later(draft)
             raise
         except Exception:
-            await session.discard(draft)
+            await self._discard(draft)
             raise
-        if not sent.is_success:  # a 2xx other than 202 may have sent it: then the draft is gone anyway
-            await session.discard(draft)
+        if not sent:  # a 2xx other than 202 may have sent it: then the draft is gone anyway
+            await self._discard(draft)
         return result
+
+    async def _fill_and_send(self, draft: str) -> tuple[GraphTransaction, bool]:
+        """Add the attachments to the draft and send it: the outcome, and whether Graph took the send."""
+        for attachment in self.message.attachments:
+            failed = await self._attach(draft, attachment)
+            if failed is not None:
+                return failed, False
+        sent = await self.session.call("POST", f"{draft}/send")
+        return self.session.conclude(sent, self.recipients, "send"), sent.is_success
+
+    async def _discard(self, draft: str) -> None:
+        """Delete the draft; when cancelled meanwhile, in the background (it must not stay behind)."""
+        try:
+            await self.session.discard(draft)
+        except asyncio.CancelledError:
+            self.session.discard_later(draft)
+            raise
 
     async def _create(self, messages: str) -> httpx.Response:
         request = self.message.draft_request(self.session.max_request_bytes)
@@ -580,7 +722,7 @@ class _Sending:
             if not put.is_success:
                 return self.session.conclude(put, self.recipients, "upload")
             expected = _next_expected(put)
-            if end < total and expected is not None and expected != end:
+            if expected is not None and expected != end:  # after the last range: Graph still misses bytes
                 return _lost(f"Graph's upload session expected byte {expected} next, not {end}")
             start = end
         return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import json
 import logging
 import random
@@ -39,6 +40,7 @@ from tests.lab.graph import (
     TOKEN,
     Attached,
     FakeGraph,
+    Reply,
     Sleeps,
     Tokens,
     error,
@@ -548,3 +550,190 @@ def test_a_sloppy_multipart_still_yields_its_parts() -> None:
     [attachment] = parsed.attachments
     assert (attachment.name, attachment.content_type) == ("attachment2.pdf", "application/pdf")
     assert attachment.decode() == b"%PDF"
+
+
+# -- found in review: messages devices really send, and what must never happen ------------------------------
+
+
+def parsed(message: bytes) -> LargeMessage:
+    return LargeMessage.parse(bytearray(message), [ALICE])
+
+
+def test_raw_8_bit_header_text_reads_as_utf_8() -> None:
+    """Devices send subjects and file names in raw UTF-8 (Exchange reads them so); an 8-bit byte that is
+    not UTF-8, an RFC 2231 value with raw bytes or a charset no codec has may not stop the message."""
+    message = scan(
+        multipart(
+            "mixed",
+            leaf("text/plain; charset=a\0b", b"text under a charset no codec has", encoding="8bit"),
+            file("Gr\u00fc\u00dfe.pdf", "application/pdf", b"%PDF-1"),
+            leaf(
+                "application/pdf", b"%PDF-2", "Content-Disposition: attachment; filename*=utf-8''\u00e4.pdf"
+            ),
+        )
+    ).replace(b"Subject: Scan from MFP-3F", "Subject: Scan f\u00fcr J\u00fcrgen".encode())
+    message = with_header(message, b"Reply-To: Empfang <empfang-\xfc@office.example>\r\n")  # Latin-1
+    draft = parsed(message)
+    assert draft.draft["subject"] == "Scan f\u00fcr J\u00fcrgen"
+    assert draft.draft["body"]["content"] == "text under a charset no codec has"
+    assert [(a.name, a.decode()) for a in draft.attachments] == [
+        ("Gr\u00fc\u00dfe.pdf", b"%PDF-1"),
+        ("\u00e4.pdf", b"%PDF-2"),
+    ]
+    created = json.loads(draft.draft_request(MAX_REQUEST_BYTES))
+    assert created["replyTo"] == [
+        {"emailAddress": {"name": "Empfang", "address": "empfang-\ufffd@office.example"}}
+    ]
+    assert json.loads(draft.attachments[0].file_attachment(b"%PDF-1"))["name"] == "Gr\u00fc\u00dfe.pdf"
+
+
+def test_a_part_whose_header_runs_into_its_body_keeps_its_body() -> None:
+    """No empty line after a part's header (the body starts at the first line that is not a field), and a
+    stray line inside the message's header (left out: the fields after it still count)."""
+    data = pdf(5000)
+    part = b"Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n" + b64(data)
+    message = scan(multipart("mixed", text("Scanned."), part)).replace(
+        b"MIME-Version: 1.0\r\n", b"MIME-Version: 1.0\r\nthis line is no field\r\n"
+    )
+    draft = parsed(message)
+    assert draft.draft["subject"] == "Scan from MFP-3F"
+    assert draft.draft["body"] == {"contentType": "text", "content": "Scanned."}
+    [attachment] = draft.attachments
+    assert (attachment.content_type, attachment.decode()) == ("application/pdf", data)
+
+
+def test_base64_in_padded_blocks_is_decoded_to_the_end() -> None:
+    """Some encoders pad each block they encode; a footer after the padding is still left out."""
+    data = pdf(10_000)
+    blocks = b"".join(b64(data[i : i + 1000]) for i in range(0, len(data), 1000))  # 1000: padded each
+    assert blocks.count(b"==") == 10
+    footer = b"--\r\nSent by MFP-3F, Room 3.\r\n"
+    message = scan(
+        multipart(
+            "mixed",
+            text("Scanned."),
+            leaf("application/pdf", blocks, encoding="8bit").replace(b": 8bit", b": base64"),
+            leaf("application/pdf", b64(b"%PDF") + footer, encoding="8bit").replace(b": 8bit", b": base64"),
+        )
+    )
+    assert [a.decode() for a in parsed(message).attachments] == [data, b"%PDF"]
+
+
+def test_html_that_goes_on_after_an_attachment_is_kept() -> None:
+    """Apple Mail: ``alternative[plain, mixed[html, pdf, html]]``; the second HTML is not another form of
+    the body, so it is attached rather than dropped."""
+    message = scan(
+        multipart(
+            "alternative",
+            text("Before. [report.pdf] After."),
+            multipart(
+                "mixed",
+                text("<p>Before.</p>", "html"),
+                file("report.pdf", "application/pdf", b"%PDF"),
+                text("<p>After.</p>", "html"),
+            ),
+        )
+    )
+    draft = parsed(message)
+    assert draft.draft["body"] == {"contentType": "html", "content": "<p>Before.</p>"}
+    assert [(a.name, a.decode()) for a in draft.attachments] == [
+        ("report.pdf", b"%PDF"),
+        ("attachment4.html", b"<p>After.</p>"),
+    ]
+
+
+async def test_an_upload_graph_still_misses_bytes_of_is_not_sent(graph: FakeGraph) -> None:
+    """The last range's answer still asks for bytes: sending would send the draft without the file."""
+    missing = json.dumps({"nextExpectedRanges": ["0"]}).encode()
+    graph.answer_on("upload", Reply(200, missing, (("Content-Type", "application/json"),)))
+    message, _ = pdf_scan(LARGE_ATTACHMENT)  # one range: the first is the last
+    result = await deliver(graph, message)
+    assert result.code == 451
+    assert result.reply.startswith("451 4.3.0 Graph's upload session expected byte 0 next, not 3000000")
+    assert graph.messages == []
+    assert graph.drafts == {}
+
+
+class Stalled(Recorder):
+    """Deleting the draft hangs (a slow network) until the forwarder's stop cancels the send."""
+
+    def __init__(self, failure: str) -> None:
+        super().__init__()
+        self.failure = failure
+        self.discarding = asyncio.Event()
+        self.later: list[str] = []
+
+    async def call(
+        self,
+        method: str,
+        url: str,
+        *,
+        content: bytes | AsyncIterable[bytes] | None = None,
+        headers: Mapping[str, str] | None = None,
+        authorized: bool = True,
+    ) -> httpx.Response:
+        if method == "PUT" and self.failure == "error":
+            raise UpstreamUnavailable("Cannot talk to Microsoft Graph: the connection was reset.")
+        if url.endswith("/send") and self.failure == "answer":
+            return httpx.Response(429, headers={"Retry-After": "60"})
+        return await super().call(method, url, content=content, headers=headers, authorized=authorized)
+
+    def conclude(
+        self, response: httpx.Response, recipients: Sequence[str], step: Step | None = None
+    ) -> GraphTransaction:
+        return (
+            GraphTransaction("data", 451, "451 4.3.2 throttled")
+            if response.status_code == 429
+            else (super().conclude(response, recipients, step))
+        )
+
+    async def discard(self, url: str) -> None:
+        self.discarding.set()
+        await asyncio.Event().wait()
+
+    def discard_later(self, url: str) -> None:
+        self.later.append(url)
+
+
+@pytest.mark.parametrize("failure", ["answer", "error"])
+async def test_cancelled_while_deleting_its_draft_it_is_deleted_in_the_background(failure: str) -> None:
+    """After a failed send (a deferring answer, or an error) the draft is being deleted when the forwarder
+    stops: the deletion goes on in the background, for ``close()`` to wait for."""
+    session = Stalled(failure)
+    task = asyncio.create_task(send_large(session, [pdf_scan(4 * MB)[0]], [ALICE]))
+    await session.discarding.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert session.later == [f"{session.base_url}/users/{MAILBOX}/messages/draft"]
+
+
+def peak_of_taking_apart(message: bytes) -> tuple[LargeMessage, list[bytes], float]:
+    """The draft, its files decoded, and the memory that took at its peak besides the message itself."""
+    buffer = bytearray(message)
+    tracemalloc.start()
+    try:
+        draft = LargeMessage.parse(buffer, [ALICE])
+        draft.draft_request(MAX_REQUEST_BYTES)
+        files = [attachment.decode() for attachment in draft.attachments]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return draft, files, peak / len(buffer)
+
+
+def test_a_large_quoted_printable_file_is_decoded_without_a_copy_first() -> None:
+    data = random.Random(7).randbytes(4 * MB)
+    quoted = leaf("application/pdf", binascii.b2a_qp(data, istext=False), encoding="quoted-printable")
+    _, files, peak = peak_of_taking_apart(scan(multipart("mixed", text("x"), quoted)))
+    assert files == [data]
+    assert peak < 1.8  # a2b_qp's own buffer (the encoded size), then the file; was 2.5: a copy first
+
+
+def test_a_body_too_large_for_the_draft_goes_as_a_file_without_its_json_built() -> None:
+    body = "Zeile f\u00fcr Zeile, ein Protokoll.\r\n" * (300 * KIB)  # 11 MB of log in the body
+    draft, files, peak = peak_of_taking_apart(scan(text(body)))
+    assert [a.name for a in draft.attachments] == ["message.txt"]
+    assert files == [body.encode()]
+    assert draft.draft["body"] == {"contentType": "text", "content": ""}
+    assert peak < 3.2  # the text, and its UTF-8 (each 2x while Python makes it); was 4: its JSON too
