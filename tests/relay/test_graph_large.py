@@ -1,4 +1,4 @@
-"""Messages too large for sendMail, sent through Graph as a draft with attachments (relay/graph_large.py).
+"""Messages too large for sendMail, sent through Graph as a draft with attachments (graph_large, graph_draft).
 
 Against the fake Graph (tests/lab/graph.py), which checks requests as Graph does (4 MB per request,
 attachments under 3 MB by POST and larger ones by upload session, upload ranges in order and in 320 KiB
@@ -23,13 +23,9 @@ import httpx
 import pytest
 
 from relaywizard.relay.graph import GraphTransaction, graph_mime, request_size
+from relaywizard.relay.graph_draft import LargeMessage
 from relaywizard.relay.graph_errors import MAX_REQUEST_BYTES, Step
-from relaywizard.relay.graph_large import (
-    LARGE_ATTACHMENT,
-    UPLOAD_CHUNK,
-    LargeMessage,
-    send_large,
-)
+from relaywizard.relay.graph_large import LARGE_ATTACHMENT, UPLOAD_CHUNK, send_large
 from relaywizard.relay.spool import ContentChunks
 from relaywizard.relay.upstream_session import AuthFailed, UpstreamUnavailable
 from tests.lab.graph import (
