@@ -12,9 +12,7 @@ header fields (Date, References, ...), so those are not kept. Inline images refe
 HTML body stay inline (``isInline``, ``contentId``); everything else is attached as a file. A body too
 large for the draft's request goes as a file too (``message.html`` or ``message.txt``).
 
-MIME is read as mail readers read it, sloppy devices included: bare LF line ends, padded or missing
-closing delimiters, a part whose header runs into its body, base64 in padded blocks or with bad padding,
-raw 8-bit header text (read as UTF-8), RFC 2047 and RFC 2231 file names.
+The MIME is read by ``mime_parts`` as mail readers read it, sloppy devices included.
 
 Memory: the message is read once into one buffer (a spool's ``ContentChunks`` a chunk at a time), and
 MIME parts are found in it without copying: each ``Part`` is a view of the buffer, decoded when asked.
@@ -23,22 +21,21 @@ MIME parts are found in it without copying: each ``Part`` is a view of the buffe
 from __future__ import annotations
 
 import base64
-import binascii
 import email.errors
 import email.header
 import email.message
 import email.parser
 import email.policy
 import email.utils
-import itertools
 import json
 import mimetypes
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from relaywizard.relay.graph import addresses, blind_copies, header_fields, in_envelope
+from relaywizard.relay.mime_parts import Part, leaves, readable, split_header, utf8
 from relaywizard.relay.upstream_session import Buffer, content_size
 
 #: The X- headers copied into ``internetMessageHeaders``, at most this many bytes in all.
@@ -46,244 +43,7 @@ MAX_X_HEADER_BYTES = 16 * 1024
 #: Prefixes Exchange reserves for itself ([MS-OXCMAIL]: writers SHOULD NOT create them).
 _RESERVED = ("x-ms-exchange-", "x-microsoft-exchange-")
 _MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
-#: A header field's first line (``Name:``), as mail readers take it; a continuation starts with a blank.
-_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
-_PAD = re.compile(rb"=")
-_BASE64_CHAR = re.compile(rb"[A-Za-z0-9+/]")
-_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
-#: What may follow a base64 block's padding when another block follows: more blocks, line ends.
-_NOT_BLOCKS = re.compile(rb"[^A-Za-z0-9+/=\r\n]")
-_BLOCK = re.compile(rb"[^=]+")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
-_MAX_DEPTH = 20
-
-
-# -- the message, taken apart -----------------------------------------------------------------------------
-
-
-if TYPE_CHECKING:
-    _Compat32 = email.policy.Compat32[email.message.Message]
-else:
-    _Compat32 = email.policy.Compat32
-
-
-class _Raw(_Compat32):
-    """compat32, but a value with 8-bit bytes comes back as it is, the bytes as surrogates, instead of as a
-    ``Header`` that shows U+FFFD for each of them: ``_readable`` reads them as UTF-8, as Exchange does with
-    the raw UTF-8 subjects and file names devices send."""
-
-    def header_fetch_parse(self, name: str, value: str) -> str:
-        return value
-
-
-_RAW = _Raw()
-
-
-def _readable(text: str) -> str:
-    """Text with the 8-bit bytes the parser kept as surrogates read as UTF-8 (U+FFFD where they are not)."""
-    if text.isascii():
-        return text
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a surrogate that was never a byte (a codec made it): nothing to read
-        raw = text.encode("utf-8", "replace")
-    return raw.decode("utf-8", "replace")
-
-
-def _utf8(text: str) -> bytes:
-    """``text`` in UTF-8; surrogates (8-bit header bytes) read by ``_readable`` instead of failing."""
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        return _readable(text).encode("utf-8")
-
-
-@dataclass(eq=False)
-class Part:
-    """A leaf of the MIME tree: its header fields and a view of its (still encoded) body."""
-
-    header: email.message.Message
-    body: memoryview
-    ancestors: tuple[tuple[int, str], ...] = ()
-    """The multiparts it is in, outermost first: (a number for each multipart, its subtype)."""
-
-    @property
-    def content_type(self) -> str:
-        return self.header.get_content_type()
-
-    @property
-    def is_attachment(self) -> bool:
-        return self.header.get_content_disposition() == "attachment" or self.filename is not None
-
-    @property
-    def filename(self) -> str | None:
-        """``filename`` of Content-Disposition, else ``name`` of Content-Type, RFC 2231 decoded.
-
-        Not ``get_filename``: for raw 8-bit bytes in an RFC 2231 value it answers ``\\udcc3`` escapes,
-        or fails.
-        """
-        for param, where in (("filename", "content-disposition"), ("name", "content-type")):
-            value = self.header.get_param(param, None, where)
-            if isinstance(value, tuple):
-                return _rfc2231(*value).strip()
-            if value is not None:
-                return email.utils.unquote(value).strip()
-        return None
-
-    @property
-    def content_id(self) -> str | None:
-        value = self.header.get("Content-ID")
-        cid = _readable(str(value)).strip().strip("<>").strip() if value is not None else ""
-        return cid or None
-
-    def decode(self) -> bytes:
-        """The body without its transfer encoding."""
-        return bytes(self._decoded())
-
-    def _decoded(self) -> bytes | memoryview:
-        """The body without its transfer encoding; a view of the message when it has none (no copy)."""
-        encoding = str(self.header.get("Content-Transfer-Encoding", "")).strip().lower()
-        if encoding == "base64":
-            return _base64(self.body)
-        if encoding == "quoted-printable":
-            return binascii.a2b_qp(self.body)  # takes the view as it is: no copy of the encoded body
-        return self.body
-
-    def text(self) -> str:
-        charset = self.header.get_content_charset() or "utf-8"
-        if charset in ("us-ascii", "ascii"):
-            charset = "utf-8"  # a superset: 8-bit text that claims ASCII still reads
-        try:
-            return str(self._decoded(), charset, "replace")
-        except (LookupError, ValueError):  # no such codec, or a name no codec can have ("a\0b")
-            return str(self._decoded(), "utf-8", "replace")
-
-
-def _base64(data: memoryview) -> bytes:
-    """Base64 decoded as mail readers decode it: line ends and other characters outside the alphabet are
-    skipped, bad padding is forgiven, and data encoded in blocks, each padded (``QUI=`` then ``Q0Q=``), is
-    read to its end: ``binascii`` would stop at the first padding, and the attachment would arrive cut short.
-    """
-    pad = _PAD.search(data)
-    after = pad.end() if pad is not None else len(data)
-    if _BASE64_CHAR.search(data, after) and not _NOT_BLOCKS.search(data, after):  # no footer after it
-        decoded = bytearray()
-        for block in _BLOCK.finditer(data):
-            decoded += _padded(_NOT_BASE64.sub(b"", block.group()))
-        return bytes(decoded)
-    try:
-        return binascii.a2b_base64(data)  # skips line ends and other characters outside the alphabet
-    except binascii.Error:  # bad padding: decode what is there, as mail readers do
-        return _padded(_NOT_BASE64.sub(b"", data))
-
-
-def _padded(cleaned: bytes) -> bytes:
-    """Base64 without padding or anything outside the alphabet, decoded."""
-    if len(cleaned) % 4 == 1:
-        cleaned = cleaned[:-1]  # a lone character carries no whole byte
-    return binascii.a2b_base64(cleaned + b"=" * (-len(cleaned) % 4))
-
-
-def _rfc2231(charset: str | None, language: str | None, text: str) -> str:
-    """An RFC 2231 value as ``email`` leaves it: its bytes as Latin-1 text (8-bit ones as surrogates)."""
-    try:
-        raw = text.encode("latin-1", "surrogateescape")
-    except UnicodeEncodeError:
-        return _readable(text)
-    try:
-        return raw.decode(charset or "utf-8", "replace")
-    except (LookupError, ValueError):  # no such charset: UTF-8, as for the rest
-        return raw.decode("utf-8", "replace")
-
-
-def _split(buffer: bytearray, start: int, end: int) -> tuple[email.message.Message, bytes, int]:
-    """The header of the entity at ``start`` (parsed, and its fields' bytes) and where its body starts.
-
-    The header ends at the first empty line. A line that is neither a field nor a field's continuation is
-    left out when a field follows it; else the body starts there, as mail readers read a part whose header
-    runs straight into its body (without the empty line, its body would be lost).
-    """
-    fields: list[bytes] = []
-    position = body = start
-    while position < end:
-        line_end = _line_end(buffer, position, end)
-        if buffer[position] == 0x0A or buffer.startswith(b"\r\n", position):
-            body = line_end
-            break
-        if (
-            _FIELD.match(buffer, position, line_end)
-            or (fields and buffer[position] in b" \t")
-            or (position == start and buffer.startswith(b"From ", position))  # an mbox separator
-        ):
-            fields.append(bytes(buffer[position:line_end]))
-        elif not (line_end < end and _FIELD.match(buffer, line_end, _line_end(buffer, line_end, end))):
-            body = position
-            break
-        position = body = line_end
-    raw = b"".join(fields)
-    return email.parser.BytesHeaderParser(policy=_RAW).parsebytes(raw), raw, body
-
-
-def _line_end(buffer: bytearray, start: int, end: int) -> int:
-    """Where the line at ``start`` ends, its LF included."""
-    newline = buffer.find(b"\n", start, end)
-    return end if newline < 0 else newline + 1
-
-
-def _delimited(buffer: bytearray, start: int, end: int, boundary: str) -> list[tuple[int, int]]:
-    """The spans of a multipart's parts: between ``--boundary`` lines, without the line end before each.
-
-    A delimiter is a line of ``--boundary`` (``--boundary--`` for the last), maybe with spaces after it
-    (RFC 2046); ``bytes.find`` looks for it (a regular expression is several times slower on 35 MB).
-    """
-    marker = b"--" + boundary.encode("utf-8", "surrogateescape")
-    spans: list[tuple[int, int]] = []
-    part_start: int | None = None
-    position = start
-    while (found := buffer.find(marker, position, end)) >= 0:
-        position = found + len(marker)
-        if found > start and buffer[found - 1] != 0x0A:
-            continue  # not at the start of a line
-        newline = buffer.find(b"\n", position, min(end, position + 1000))
-        line_end = end if newline < 0 and end - position < 1000 else newline
-        if line_end < 0:
-            continue  # a long line: content that merely starts like a delimiter
-        rest = bytes(buffer[position:line_end]).rstrip(b"\r")
-        closing = rest.startswith(b"--")
-        if rest[2 if closing else 0 :].strip(b" \t"):
-            continue  # "--boundaryX": another boundary, or content
-        if part_start is not None:
-            stop = max(found - 1, part_start)  # the LF (and CR) before the delimiter are its own
-            if stop > part_start and buffer[stop - 1] == 0x0D:
-                stop -= 1
-            spans.append((part_start, stop))
-        if closing:
-            return spans
-        part_start = min(line_end + 1, end)
-    if part_start is not None and part_start < end:  # no closing delimiter: the last part runs to the end
-        spans.append((part_start, end))
-    return spans
-
-
-def _leaves(
-    buffer: bytearray,
-    start: int,
-    end: int,
-    ancestors: tuple[tuple[int, str], ...] = (),
-    counter: Iterator[int] | None = None,
-) -> Iterator[Part]:
-    counter = counter if counter is not None else itertools.count()
-    header, _, body = _split(buffer, start, end)
-    boundary = header.get_boundary()
-    if header.get_content_maintype() == "multipart" and boundary and len(ancestors) < _MAX_DEPTH:
-        spans = _delimited(buffer, body, end, boundary)
-        if spans:
-            inside = (*ancestors, (next(counter), header.get_content_subtype()))
-            for part_start, part_end in spans:
-                yield from _leaves(buffer, part_start, part_end, inside, counter)
-            return
-    yield Part(header, memoryview(buffer)[body:end], ancestors)
-
 
 # -- the draft --------------------------------------------------------------------------------------------
 
@@ -332,7 +92,7 @@ class Attachment:
         }
         if self.inline and self.content_id:
             meta["contentId"] = self.content_id
-        head = _utf8(json.dumps(meta, ensure_ascii=False, separators=(",", ":"))[:-1])
+        head = utf8(json.dumps(meta, ensure_ascii=False, separators=(",", ":"))[:-1])
         return head + b',"contentBytes":"' + base64.b64encode(data) + b'"}'  # base64 needs no escaping
 
 
@@ -359,9 +119,9 @@ class LargeMessage:
 
     @classmethod
     def parse(cls, buffer: bytearray, recipients: Sequence[str]) -> LargeMessage:
-        top, raw_header, _ = _split(buffer, 0, len(buffer))
-        leaves = list(_leaves(buffer, 0, len(buffer)))
-        body, attachments = _arrange(leaves)
+        top, raw_header, _ = split_header(buffer, 0, len(buffer))
+        parts = list(leaves(buffer, 0, len(buffer)))
+        body, attachments = _arrange(parts)
         draft = _properties(top, raw_header, recipients)
         if body is None:
             draft["body"] = {"contentType": "text", "content": ""}
@@ -397,23 +157,23 @@ class LargeMessage:
 
 
 def _json(value: object) -> bytes:
-    return _utf8(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    return utf8(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
 
-def _arrange(leaves: list[Part]) -> tuple[Part | None, list[Attachment]]:
+def _arrange(parts: list[Part]) -> tuple[Part | None, list[Attachment]]:
     """The body (the first text/html part, else the first text/plain one) and the files to attach.
 
     The texts in the other branches of the body's multipart/alternative are other forms of the body and
     left out; a text in the body's own branch is not (Apple Mail's HTML goes on after an attachment in a
     multipart/mixed: ``alternative[plain, mixed[html, pdf, html]]``), so it is attached.
     """
-    texts = [p for p in leaves if p.content_type in ("text/html", "text/plain") and not p.is_attachment]
+    texts = [p for p in parts if p.content_type in ("text/html", "text/plain") and not p.is_attachment]
     body = next((p for p in texts if p.content_type == "text/html"), texts[0] if texts else None)
     html = body.text() if body is not None and body.content_type == "text/html" else ""
     alternative = next((a for a in reversed(body.ancestors) if a[1] == "alternative"), None) if body else None
     branch = _branch(body, alternative) if body is not None and alternative is not None else None
     attachments: list[Attachment] = []
-    for number, part in enumerate(leaves, 1):
+    for number, part in enumerate(parts, 1):
         alternative_text = (
             alternative is not None
             and alternative in part.ancestors
@@ -451,7 +211,7 @@ def _file_name(part: Part, number: int) -> str:
 
 def _text(value: object) -> str:
     """A header value as text: unfolded, 8-bit bytes read as UTF-8, RFC 2047 words decoded."""
-    raw = _FOLD.sub("", _readable(str(value))).strip()  # raw 8-bit bytes or text already decoded: UTF-8
+    raw = _FOLD.sub("", readable(str(value))).strip()  # raw 8-bit bytes or text already decoded: UTF-8
     try:
         return str(email.header.make_header(email.header.decode_header(raw)))
     except (LookupError, ValueError, UnicodeError, email.errors.HeaderParseError):
