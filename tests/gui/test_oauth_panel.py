@@ -96,6 +96,18 @@ def open_delegated(
     )
 
 
+async def cancel_promptly(qtbot: QtBot, panel: OAuthPanel) -> None:
+    """Click Cancel while a sign-in waits: the panel stops waiting within a second and says so."""
+    clicked = time.monotonic()
+    qtbot.mouseClick(panel.cancel, Qt.MouseButton.LeftButton)
+    await until(lambda: not panel.busy, within=3, what="the cancel")
+    assert time.monotonic() - clicked < 1
+    assert panel.sign_in_status.text() == "Sign-in cancelled."
+    assert not panel.waiting.isVisible()
+    assert panel.sign_in.isEnabled()
+    assert panel.sign_in_browser.isEnabled()
+
+
 def one_sentence(text: str) -> None:
     assert text
     assert "\n" not in text
@@ -175,13 +187,8 @@ def test_cancelling_the_sign_in_stops_waiting_at_once(
         _wizard, page, panel = open_delegated(qtbot, tmp_path, MemoryKeyring(), authority)
         qtbot.mouseClick(panel.sign_in, Qt.MouseButton.LeftButton)
         await until(lambda: panel.code_frame.isVisible(), within=10, what="the code shown")
-        clicked = time.monotonic()
-        qtbot.mouseClick(panel.cancel, Qt.MouseButton.LeftButton)
-        await until(lambda: not panel.busy, within=3, what="the cancel")
-        assert time.monotonic() - clicked < 1
-        assert panel.sign_in_status.text() == "Sign-in cancelled."
+        await cancel_promptly(qtbot, panel)
         assert not panel.code_frame.isVisible()
-        assert panel.sign_in.isEnabled()
         assert not page.isComplete()
 
     run(qloop, scenario(), timeout=30)
@@ -244,13 +251,7 @@ def test_a_browser_sign_in_can_be_cancelled_or_run_out_of_time(
         _wizard, page, panel = open_delegated(qtbot, tmp_path, MemoryKeyring(), authority)
         qtbot.mouseClick(panel.sign_in_browser, Qt.MouseButton.LeftButton)
         await asyncio.sleep(0.5)
-        clicked = time.monotonic()
-        qtbot.mouseClick(panel.cancel, Qt.MouseButton.LeftButton)
-        await until(lambda: not panel.busy, within=3, what="the cancel")
-        assert time.monotonic() - clicked < 1
-        assert panel.sign_in_status.text() == "Sign-in cancelled."
-        assert not panel.waiting.isVisible()
-        assert panel.sign_in_browser.isEnabled()
+        await cancel_promptly(qtbot, panel)
         assert not page.isComplete()
         # MSAL's wait goes on in a daemon thread, which a program quitting does not wait for.
         waiting = [t for t in threading.enumerate() if t.name == "relaywizard-browser-sign-in"]
