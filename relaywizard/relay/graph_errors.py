@@ -192,6 +192,13 @@ def judge_step(step: Step, error: GraphError, mailbox: str, wait: float | None =
             f"552 5.3.4 The message is larger than {mailbox} may send ({error}): Exchange Online allows "
             "35 MB unless an admin raised the mailbox's limit, up to 150 MB",
         )
+    if step == "upload" and status == 416:  # e.g. a range resent after a 5xx that Graph had taken after all
+        return Verdict(
+            "retry",
+            451,
+            f"451 4.4.7 Graph's upload session did not take a range of an attachment ({error}); the message "
+            f"stays queued to go again from a new draft, and {_wait(wait)}",
+        )
     if step == "upload" and status in (401, 403, 404):
         return Verdict(
             "retry",

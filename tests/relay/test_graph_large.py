@@ -380,6 +380,15 @@ async def test_a_dropped_connection_mid_upload_leaves_no_draft(graph: FakeGraph)
     assert graph.drafts == {}
 
 
+async def test_a_range_graph_will_not_take_defers_the_message_and_leaves_no_draft(graph: FakeGraph) -> None:
+    # A range resent after a 5xx that Graph had in fact stored may be answered 416: try again later, whole.
+    graph.answer_on("upload", error(416, "InvalidRange", "The uploaded fragment overlaps a previous one."))
+    result = await deliver(graph, pdf_scan(5 * MB)[0])
+    assert result.code == 451
+    assert result.reply.startswith("451 4.4.7 Graph's upload session did not take a range")
+    assert graph.drafts == {}
+
+
 async def test_over_the_mailboxs_size_limit_is_dead_and_leaves_no_draft(graph: FakeGraph) -> None:
     graph.answer_on(
         "uploadSession",
