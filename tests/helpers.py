@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -131,3 +132,29 @@ class LoopWatch:
     def longest_gap(self, since: float = 0.0) -> float:
         """The longest time between two ticks (after ``since``, a ``time.monotonic()`` value)."""
         return max((b - a for a, b in itertools.pairwise(self.since(since))), default=0.0)
+
+
+def send_with_bare_lf(port: int, subject: str) -> str:
+    """What some device firmware sends: header and body lines ending with LF alone (smtplib would mend
+    them, so by hand), the data ended correctly with CRLF.CRLF. Returns the reply to the end of data."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        replies = connection.makefile("rb")
+
+        def command(line: bytes) -> str:
+            connection.sendall(line)
+            while (reply := replies.readline().decode())[3:4] == "-":
+                pass
+            return reply.strip()
+
+        assert replies.readline().startswith(b"220")
+        for line in (
+            b"EHLO mfp\r\n",
+            b"MAIL FROM:<printer@office.example>\r\n",
+            b"RCPT TO:<alice@lab.test>\r\n",
+        ):
+            assert command(line)[0] == "2"
+        assert command(b"DATA\r\n").startswith("354")
+        body = f"From: printer@office.example\nTo: alice@lab.test\nSubject: {subject}\n\nPage 1\nPage 2\r\n"
+        answer = command(body.encode() + b".\r\n")
+        command(b"QUIT\r\n")
+        return answer

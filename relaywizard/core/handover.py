@@ -582,5 +582,6 @@ def save_profile(plan: SetupPlan, path: Path, name: str) -> settings.Settings:
             current.relay.listen = plan.relay.listen.strip()
         current.relay.allow = list(plan.relay.allow)
         current.relay.senders = dict(plan.relay.senders)
+        current.relay.bare_lf = "normalize" if plan.relay.mend_bare_lf else "refuse"
     settings.save(current, path)
     return current

@@ -93,6 +93,8 @@ class LocalRelay:
     allow: list[str] = field(default_factory=list)
     senders: dict[str, str] = field(default_factory=dict)
     """A sender per device (address, network or login:NAME → mailbox or alias); others use the default."""
+    mend_bare_lf: bool = False
+    """Accept messages whose lines end with LF alone, stored with CRLF (``bare_lf = "normalize"``)."""
 
 
 @dataclass

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Background, assert_one_sentence_error, run_cli
+from tests.helpers import Background, assert_one_sentence_error, run_cli, send_with_bare_lf
 from tests.lab.keyring import SecretServiceSession
 from tests.lab.lab import Lab
 from tests.lab.mail import ACCOUNTS
@@ -437,34 +437,6 @@ def test_a_device_account_without_a_stored_password_exits_2(
         home=tmp_path,
     )
     assert_one_sentence_error(result, "device-nobody-here")
-
-
-def send_with_bare_lf(port: int, subject: str) -> str:
-    """What some device firmware sends: header and body lines ending with LF alone (smtplib would mend
-    them, so by hand), the data ended correctly with CRLF.CRLF. Returns the reply to the end of data."""
-    import socket
-
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
-        replies = connection.makefile("rb")
-
-        def command(line: bytes) -> str:
-            connection.sendall(line)
-            while (reply := replies.readline().decode())[3:4] == "-":
-                pass
-            return reply.strip()
-
-        assert replies.readline().startswith(b"220")
-        for line in (
-            b"EHLO mfp\r\n",
-            b"MAIL FROM:<printer@office.example>\r\n",
-            b"RCPT TO:<alice@lab.test>\r\n",
-        ):
-            assert command(line)[0] == "2"
-        assert command(b"DATA\r\n").startswith("354")
-        body = f"From: printer@office.example\nTo: alice@lab.test\nSubject: {subject}\n\nPage 1\nPage 2\r\n"
-        answer = command(body.encode() + b".\r\n")
-        command(b"QUIT\r\n")
-        return answer
 
 
 def test_bare_lf_from_a_device_is_refused_by_default_and_delivered_when_normalized(

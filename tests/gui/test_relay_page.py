@@ -23,6 +23,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QWidget, QWizard
 from pytestqt.qtbot import QtBot
 
+from relaywizard.core import handover
 from relaywizard.core.netinfo import LocalAddress
 from relaywizard.core.paths import AppPaths
 from relaywizard.core.plan import SetupPlan
@@ -33,6 +34,7 @@ from relaywizard.gui.pages.relay import RelayPage
 from relaywizard.gui.services import Services
 from relaywizard.gui.wizard import PageId, SetupWizard
 from tests.core.test_secrets import MemoryKeyring
+from tests.helpers import send_with_bare_lf
 from tests.lab.lab import Lab
 from tests.lab.process import free_port
 
@@ -214,6 +216,31 @@ def test_the_relay_starts_and_delivers_a_test_message_to_the_lab(
     wizard.accept()  # Finish
     assert wizard.plan.relay.listen == f"{HOST}:{port}"
     assert wizard.plan.relay.allow == [f"{HOST}/32"]
+
+
+@pytest.mark.lab
+def test_mending_bare_lf_is_chosen_here_and_reaches_the_relay_and_the_settings(
+    qtbot: QtBot, tmp_path: Path, qloop: qasync.QEventLoop, lab: Lab
+) -> None:
+    port = free_port(HOST)
+    wizard, page = open_page(qtbot, tmp_path, lab=lab, port=port, allow=[f"{HOST}/32"])
+    assert not page.mend_bare_lf.isChecked()  # refusing is the default
+    page.mend_bare_lf.setChecked(True)
+
+    async def scenario() -> None:
+        click(qtbot, page.start_button)
+        await until(lambda: page.state == "running", 15)
+        assert not page.mend_bare_lf.isEnabled()  # fixed while the relay runs, as its other settings
+        answer = await asyncio.to_thread(send_with_bare_lf, port, "mended")
+        assert answer.startswith("250 2.0.0 Queued as"), answer
+        click(qtbot, page.stop_button)
+        await until(lambda: page.state == "stopped", 10)
+
+    run(qloop, scenario())
+    wizard.accept()
+    assert wizard.plan.relay.mend_bare_lf
+    saved = handover.save_profile(wizard.plan, tmp_path / "settings.toml", PROFILE)
+    assert saved.relay.bare_lf == "normalize"
 
 
 @pytest.mark.lab

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFormLayout,
     QGroupBox,
@@ -125,7 +126,11 @@ def relay_config(
         profiles={profile.name: profile},
         default_profile=profile.name,
         relay=settings.RelaySettings(
-            profile=profile.name, listen=listen, allow=list(allow), senders=dict(senders or {})
+            profile=profile.name,
+            listen=listen,
+            allow=list(allow),
+            senders=dict(senders or {}),
+            bare_lf="normalize" if plan.relay.mend_bare_lf else "refuse",
         ),
     )
     return resolve(chosen, RelayOptions(), services.paths)
@@ -325,6 +330,14 @@ class RelayPage(PlanPage):
         self.sender_table.changed.connect(self._update_controls)
         layout.addWidget(self.own_senders)
 
+        self.mend_bare_lf = QCheckBox("Accept mail whose lines end without CR, and mend it (o&lder devices)")
+        self.mend_bare_lf.setObjectName("mend_bare_lf")
+        self.mend_bare_lf.setToolTip(
+            "Some device firmware ends lines with LF alone, which SMTP forbids; such mail is refused "
+            "(550 5.6.0) unless this is on. The end of a message must still be CRLF.CRLF."
+        )
+        layout.addWidget(self.mend_bare_lf)
+
         self.upstream = QLabel()
         self.upstream.setObjectName("upstream")
         self.upstream.setWordWrap(True)
@@ -405,6 +418,7 @@ class RelayPage(PlanPage):
             self.plan.tenant.sender.strip() or self.plan.tenant.mailbox.strip() or None
         )
         self.own_senders.setChecked(bool(self.plan.relay.senders))
+        self.mend_bare_lf.setChecked(self.plan.relay.mend_bare_lf)
         self.upstream.setText(describe_upstream(self.plan, upstream_profile(self.plan, self.services)))
         self._port_changed(port)
         self._show_suggestion()
@@ -461,6 +475,7 @@ class RelayPage(PlanPage):
         self.plan.relay.listen = self.listen()
         self.plan.relay.allow = self.allow_list()
         self.plan.relay.senders = self.senders()
+        self.plan.relay.mend_bare_lf = self.mend_bare_lf.isChecked()
 
     # -- the allow-list editor -------------------------------------------------------------------------
 
@@ -534,7 +549,7 @@ class RelayPage(PlanPage):
 
     def _update_controls(self) -> None:
         stopped = self.state == "stopped"
-        for widget in (self.listen_box, self.port_box, self.allowed, self.allow_edit):
+        for widget in (self.listen_box, self.port_box, self.allowed, self.allow_edit, self.mend_bare_lf):
             widget.setEnabled(stopped)
         typed = bool(self.allow_edit.text().strip())
         self.add_button.setEnabled(stopped and typed and self.allow_edit.value is not None)
