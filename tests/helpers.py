@@ -158,3 +158,10 @@ def send_with_bare_lf(port: int, subject: str) -> str:
         answer = command(body.encode() + b".\r\n")
         command(b"QUIT\r\n")
         return answer
+
+
+def local_relay_args(command: str, port: int, spool: Path, *rest: str) -> list[str]:
+    """``relay`` (or ``tray``) on 127.0.0.1:``port`` for 127.0.0.1 alone, with pacing off, on ``spool``;
+    ``rest`` says where it forwards, and as whom."""
+    allow = ["--listen", f"127.0.0.1:{port}", "--allow", "127.0.0.1/32"]
+    return [command, *allow, "--spool", str(spool), "--rate", "0", *rest]

@@ -27,8 +27,9 @@ from pathlib import Path
 import pytest
 
 from relaywizard import __version__
+from tests.cli.test_check_cli import submission_args
 from tests.cli.test_relay_cli import delivered, send
-from tests.helpers import assert_one_sentence_error
+from tests.helpers import assert_one_sentence_error, local_relay_args
 from tests.lab import zones
 from tests.lab.keyring import SecretServiceSession
 from tests.lab.lab import Lab
@@ -209,12 +210,7 @@ def test_a_full_check_sends_through_the_lab_over_tls(bundle: Path, lab: Lab, tmp
         "lab.test",
         "--only",
         "smtp",
-        "--smtp-host",
-        lab.host,
-        "--smtp-port",
-        str(lab.submission_port),
-        "--ca-file",
-        str(lab.ca_file),
+        *submission_args(lab),
         "--user",
         SCANNER.login,
         "--password-stdin",
@@ -331,25 +327,9 @@ def test_the_relay_forwards_a_device_message_and_stops_cleanly(
     )
     assert stored.returncode == 0, stored.stderr
     port = free_port("127.0.0.1")
-    args = [
-        "relay",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--allow",
-        "127.0.0.1/32",
-        "--spool",
-        str(tmp_path / "spool"),
-        "--upstream",
-        f"{lab.host}:{lab.submission_port}",
-        "--ca-file",
-        str(lab.ca_file),
-        "--user",
-        SCANNER.login,
-        "--profile",
-        "frozen-relay",
-        "--rate",
-        "0",
-    ]
+    upstream = ["--upstream", f"{lab.host}:{lab.submission_port}", "--ca-file", str(lab.ca_file)]
+    account = ["--user", SCANNER.login, "--profile", "frozen-relay"]
+    args = local_relay_args("relay", port, tmp_path / "spool", *upstream, *account)
     full_env = frozen_env({**env, "RELAYWIZARD_HOME": str(tmp_path / "home")})
     relay = subprocess.Popen(
         [str(bundle / "relaywizard"), *args],

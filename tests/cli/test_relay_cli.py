@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Background, assert_one_sentence_error, run_cli, send_with_bare_lf
+from tests.helpers import Background, assert_one_sentence_error, local_relay_args, run_cli, send_with_bare_lf
 from tests.lab.keyring import SecretServiceSession
 from tests.lab.lab import Lab
 from tests.lab.mail import ACCOUNTS
@@ -47,26 +47,10 @@ def keyring_env(
 
 def lab_relay_args(command: str, lab: Lab, port: int, spool: Path, *extra: str) -> list[str]:
     """``relay`` (or ``tray``) on 127.0.0.1:``port`` for 127.0.0.1, forwarding to the lab as the scanner."""
-    return [
-        command,
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--allow",
-        "127.0.0.1/32",
-        "--spool",
-        str(spool),
-        "--upstream",
-        f"{lab.host}:{lab.submission_port}",
-        "--ca-file",
-        str(lab.ca_file),
-        "--user",
-        SCANNER.login,
-        "--profile",
-        PROFILE,
-        "--rate",
-        "0",
-        *extra,
-    ]
+    upstream = ["--upstream", f"{lab.host}:{lab.submission_port}", "--ca-file", str(lab.ca_file)]
+    return local_relay_args(
+        command, port, spool, *upstream, "--user", SCANNER.login, "--profile", PROFILE, *extra
+    )
 
 
 class RelayProcess(Background):

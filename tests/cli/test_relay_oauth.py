@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Background, assert_one_sentence_error, run_cli
+from tests.helpers import Background, assert_one_sentence_error, local_relay_args, run_cli
 from tests.lab.authority import DEFAULT_SECRET, FakeAuthority
+from tests.lab.graph import FakeGraph
 from tests.lab.keyring import SecretServiceSession
 from tests.lab.lab import Lab
 from tests.lab.process import free_port
@@ -37,23 +38,22 @@ def keyring_env(
 
 
 def relay_args(lab: Lab, authority: FakeAuthority, port: int, spool: Path, *extra: str) -> list[str]:
-    return [
-        "relay",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--allow",
-        "127.0.0.1/32",
-        "--spool",
-        str(spool),
+    upstream = [
         "--upstream",
         f"{lab.host}:{lab.submission_port}",
         "--ca-file",
         str(authority.trust_with(lab.ca_file)),
-        *authority.cli_args(),
-        "--rate",
-        "0",
-        *extra,
     ]
+    return local_relay_args("relay", port, spool, *upstream, *authority.cli_args(), *extra)
+
+
+def graph_relay_args(
+    authority: FakeAuthority, graph: FakeGraph, port: int, spool: Path, *extra: str
+) -> list[str]:
+    """The relay delivering through the fake Graph with an app-only token for APP (the keyring's PROFILE)."""
+    upstream = ["--graph", graph.base_url, "--ca-file", str(authority.trust_with(graph.ca_file))]
+    account = ["--auth", "oauth-app", *authority.cli_args(), "--user", APP, "--profile", PROFILE]
+    return local_relay_args("relay", port, spool, *upstream, *account, *extra)
 
 
 class Relay(Background):
@@ -214,28 +214,7 @@ def test_the_relay_delivers_through_graph_with_an_app_token_for_graph(
     with fake_graph(tmp_path / "graph") as graph:
         graph.answer(throttled("1"))  # honoured, and the message still goes: nothing is lost on a 429
         port = free_port("127.0.0.1")
-        args = [
-            "relay",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--allow",
-            "127.0.0.1/32",
-            "--spool",
-            str(tmp_path / "spool"),
-            "--graph",
-            graph.base_url,
-            "--ca-file",
-            str(authority.trust_with(graph.ca_file)),
-            *authority.cli_args(),
-            "--auth",
-            "oauth-app",
-            "--user",
-            APP,
-            "--profile",
-            PROFILE,
-            "--rate",
-            "0",
-        ]
+        args = graph_relay_args(authority, graph, port, tmp_path / "spool")
         relay = Relay(args, keyring_env, home)
         try:
             assert f"forwarding to Microsoft Graph at {graph.base_url}" in "".join(relay.startup)

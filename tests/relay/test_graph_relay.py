@@ -269,16 +269,7 @@ def test_relay_graph_delivers_a_large_scan_from_smtp_as_a_draft(
     scan.set_content("Scanned 40 pages.")
     scan.add_attachment(pdf, maintype="application", subtype="pdf", filename="scan.pdf")
     port = free_port("127.0.0.1")
-    args = ["relay", "--listen", f"127.0.0.1:{port}", "--allow", "127.0.0.1/32", "--rate", "0", "-v"]
-    args += ["--spool", str(tmp_path / "spool"), "--graph", graph.base_url]
-    args += [
-        "--ca-file",
-        str(authority.trust_with(graph.ca_file)),
-        "--auth",
-        "oauth-app",
-        *authority.cli_args(),
-    ]
-    args += ["--user", oauth_cli.APP, "--profile", oauth_cli.PROFILE]
+    args = oauth_cli.graph_relay_args(authority, graph, port, tmp_path / "spool", "-v")
     relay = oauth_cli.Relay(args, keyring_env, tmp_path / "home")
     try:
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
