@@ -206,9 +206,7 @@ def _write_file(path: Path, data: Buffer | Sequence[Buffer], *, exclusive: bool 
     fd = os.open(path, flags, 0o600)
     try:
         if isinstance(data, bytes | memoryview):
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_all(fd, data)
         else:
             _write_pieces(fd, data)
         os.fsync(fd)
@@ -767,28 +765,24 @@ class Spool:
             )
 
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            _write_file(path, pieces, exclusive=True)  # an error removes it; a crash leaves it cut short
         except OSError as exc:
             raise failed(exc) from None
         try:
-            try:
-                _write_pieces(fd, pieces)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
             self._sync_dir(State.QUEUED)
         except OSError as exc:
             _unlink(path)
             raise failed(exc) from None
 
     async def _group_commit(self, job: _Job) -> None:
-        """Run ``job``: its files at once in a worker of its own, then its renames with the others ready.
+        """Run a finished message's ``job``: its file first (in a worker of its own when it fsyncs), then
+        its renames with the others ready.
 
-        Each message's files are written and fsync'd in parallel with the others' (the file system
-        merges fsyncs that come together into one journal commit; one after the other, each would
-        wait for its own). The renames and the folder fsyncs are then done for all the messages ready
-        at that moment in one worker: when the spool is idle that is one message, so nothing waits
-        for a group, and under load two folder fsyncs serve many messages.
+        Files that are fsync'd are written in parallel with the others' (the file system merges fsyncs
+        that come together into one journal commit; one after the other, each would wait for its own).
+        The renames and the folder fsyncs are then done for all the messages ready at that moment in one
+        worker: when the spool is idle that is one message, so nothing waits for a group, and under
+        load one fsync per folder serves many messages.
         """
         if job.apart and job.prepare is not _nothing:
             await asyncio.to_thread(_prepare, job)
