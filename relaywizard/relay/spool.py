@@ -327,16 +327,22 @@ def _copy_range(source: int, target: int, offset: int, length: int) -> None:
         raise OSError(errno.EIO, "the message file ended before its content did")
 
 
+def _write_message(tmp: Path, envelope: Envelope, source: int, offset: int, length: int | None) -> None:
+    """Write ``tmp`` as a message file, fsync'd: ``envelope``'s line, then ``length`` bytes of content
+    copied from ``source`` at ``offset`` (none when ``length`` is None)."""
+    with _open_new(tmp) as out:
+        _write_all(out, _head(envelope, length))
+        if length:
+            _copy_range(source, out, offset, length)
+        os.fsync(out)
+
+
 def _rewrite(path: Path, tmp: Path, envelope: Envelope) -> None:
     """Write ``tmp``: the message file at ``path`` with ``envelope`` as its first line, fsync'd."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         record = _read_record(fd, path, envelope.state)
-        with _open_new(tmp) as out:
-            _write_all(out, _head(envelope, record.length))
-            if record.length:
-                _copy_range(fd, out, record.offset, record.length)
-            os.fsync(out)
+        _write_message(tmp, envelope, fd, record.offset, record.length)
     except SpoolError as exc:  # the file was damaged under us: an OSError to the caller, as for the disk
         raise OSError(errno.EIO, str(exc).rstrip(".")) from None
     finally:
@@ -672,12 +678,8 @@ class Spool:
                     missing += 1
             envelope.state = target
             tmp = self._path(target, envelope_id).with_name(f"{envelope_id}{SUFFIX}.tmp")
-            with _open_new(tmp) as fd:
-                _write_all(fd, _head(envelope, length))
-                if length is not None:
-                    with open(content, "rb") as source:
-                        _copy_range(source.fileno(), fd, 0, length)
-                os.fsync(fd)
+            with open(content if length is not None else os.devnull, "rb") as source:  # None: none read
+                _write_message(tmp, envelope, source.fileno(), 0, length)
             os.replace(tmp, self._path(target, envelope_id))
             self._sync_dir(target)
             os.unlink(old)
